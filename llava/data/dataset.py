@@ -1,0 +1,109 @@
+"""The LLaVA-JSON training set, read lazily, with a visible bad-sample policy.
+
+A sample that cannot be used (missing or broken image, malformed conversation, tag/image mismatch,
+longer than the budget) comes back as a `SkippedSample` carrying its id and reason; the collator
+records it. Nothing is silently replaced by another sample, unlike the original.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+from llava.data.record_checks import conversation_fault
+from llava.data.templates import IMAGE_TAG, TemplateError, expand_image_tokens, render_conversation
+from llava.errors import KitError
+
+
+@dataclass
+class SkippedSample:
+    sample_id: str
+    index: int
+    reason: str
+
+
+def load_records(path: str | Path) -> list[dict]:
+    """Read a LLaVA JSON list; errors name the file and the offending entry."""
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"data file {path} does not exist")
+    try:
+        records = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise KitError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from err
+    if not isinstance(records, list):
+        raise KitError(f"{path}: expected a JSON list of samples, got {type(records).__name__}")
+    for i, record in enumerate(records):
+        if not isinstance(record, dict) or "conversations" not in record:
+            raise KitError(f"{path}: entry {i} (id {record.get('id') if isinstance(record, dict) else '?'}) has no 'conversations'")
+    return records
+
+
+class ConversationDataset(Dataset):
+    def __init__(self, records: list[dict], image_folder: str | Path, tokenizer, pipeline, *,
+                 template: str, system_prompt: str, label_mode: str, max_length: int):
+        self.records = records
+        self.image_folder = Path(image_folder)
+        self.tokenizer = tokenizer
+        self.pipeline = pipeline
+        self.template = template
+        self.system_prompt = system_prompt
+        self.label_mode = label_mode
+        self.max_length = max_length
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TAG)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def sample_id(self, index: int) -> str:
+        return str(self.records[index].get("id", index))
+
+    def modality_lengths(self) -> list[int]:
+        """The original's sampler lengths: word count, negative for text-only samples."""
+        out = []
+        for record in self.records:
+            words = max(1, sum(len(str(t.get("value", "")).split()) for t in record.get("conversations") or []))
+            out.append(words if record.get("image") else -words)
+        return out
+
+    def __getitem__(self, index: int):
+        record = self.records[index]
+        try:
+            return self._build(record)
+        except (TemplateError, OSError, ValueError, SyntaxError, KeyError) as err:
+            return SkippedSample(self.sample_id(index), index, _reason(err))
+
+    def _build(self, record: dict) -> dict:
+        problem = conversation_fault(record)
+        if problem:
+            raise TemplateError(problem)
+        rendered = render_conversation(record["conversations"], self.template, self.tokenizer,
+                                       system_prompt=self.system_prompt, label_mode=self.label_mode)
+        item = {}
+        counts = []
+        if record.get("image"):
+            if isinstance(record["image"], list):
+                raise TemplateError("multi-image samples are not part of this recipe")
+            with Image.open(self.image_folder / record["image"]) as image:
+                image.load()
+                processed = self.pipeline.process(image)
+            item = {"pixel_values": processed.pixel_values, "image_size": processed.image_size}
+            counts = [processed.num_tokens]
+        ids, labels = expand_image_tokens(rendered.input_ids, rendered.labels, self.image_token_id, counts)
+        if len(ids) > self.max_length:
+            raise TemplateError(f"{len(ids)} tokens exceed model_max_length {self.max_length}")
+        if all(label < 0 for label in labels):
+            raise TemplateError("no supervised tokens")
+        return {**item, "input_ids": ids, "labels": labels}
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, FileNotFoundError):
+        return f"missing image {err.filename}"
+    if isinstance(err, TemplateError):
+        return str(err)
+    return f"unreadable image or record: {type(err).__name__}: {err}"

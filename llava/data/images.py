@@ -1,0 +1,82 @@
+"""Image -> pixels + token count, for the two feature paths a recipe can name.
+
+`square` (stage 1): one squash-resized tile, 729 tokens, no newline — LLaVA's default path, which
+transformers' pixel path cannot express, so the model gets its features through `mm_encoder_outputs`.
+`anyres` (stages 1.5/2): transformers' own processor, configured to match the original.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from llava.data.processor import IMAGE_MEAN, IMAGE_STD, ImageOnlyOnevisionProcessor
+
+
+@dataclass
+class ProcessedImage:
+    pixel_values: torch.Tensor      # square: (3, S, S); anyres: (tiles, 3, S, S)
+    image_size: tuple[int, int]     # (height, width) of the original
+    num_tokens: int
+
+
+class SquareImages:
+    """Squash to the tile size (bicubic), rescale, normalise: tile 0 of the anyres output."""
+    batch_key = "square_pixel_values"
+
+    def __init__(self, processor: ImageOnlyOnevisionProcessor):
+        self.tile = processor.image_processor.size["height"]
+        self.num_tokens = processor.num_image_tokens
+
+    def process(self, image: Image.Image) -> ProcessedImage:
+        rgb = image.convert("RGB")
+        resized = np.asarray(rgb.resize((self.tile, self.tile), Image.BICUBIC), dtype=np.float32) / 255.0
+        pixels = (resized - np.array(IMAGE_MEAN, dtype=np.float32)) / np.array(IMAGE_STD, dtype=np.float32)
+        return ProcessedImage(torch.from_numpy(pixels).permute(2, 0, 1).contiguous(),
+                              (rgb.height, rgb.width), self.num_tokens)
+
+    def max_tokens(self) -> int:
+        return self.num_tokens
+
+
+class AnyresImages:
+    """transformers' LlavaOnevision image processor (PIL backend) and its own token count."""
+    batch_key = "pixel_values"
+
+    def __init__(self, processor: ImageOnlyOnevisionProcessor):
+        self.processor = processor
+
+    def process(self, image: Image.Image) -> ProcessedImage:
+        rgb = image.convert("RGB")
+        out = self.processor.image_processor(images=[rgb], return_tensors="pt")
+        return ProcessedImage(out["pixel_values"][0], (rgb.height, rgb.width),
+                              self.processor.image_token_count(rgb.width, rgb.height))
+
+    def max_tokens(self) -> int:
+        pins = tuple(tuple(p) for p in self.processor.image_processor.image_grid_pinpoints)
+        return _max_anyres_tokens(self.processor, pins)
+
+
+@functools.lru_cache(maxsize=8)
+def _max_anyres_tokens(processor: ImageOnlyOnevisionProcessor, pinpoints: tuple) -> int:
+    """Largest count over image sizes up to twice the largest grid side (tile/24 px steps).
+
+    A sweep, because the largest unpadded grid depends on which pinpoint wins for which aspect
+    ratio; checked against the exhaustive 1-px answer for the seed's stages in the tests.
+    """
+    tile = processor.image_processor.size["height"]
+    step = max(1, tile // 24)
+    top = 2 * max(max(p) for p in pinpoints)
+    return max(processor.image_token_count(w, h)
+               for w in range(step, top + 1, step) for h in range(step, top + 1, step))
+
+
+PIPELINES = {"square": SquareImages, "anyres": AnyresImages}
+
+
+def image_pipeline(image_mode: str, processor: ImageOnlyOnevisionProcessor):
+    return PIPELINES[image_mode](processor)

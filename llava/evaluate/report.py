@@ -1,0 +1,114 @@
+"""What an eval leaves behind: results.json (contracts.md), table.md, questions.csv, acc.csv.
+
+Rows are compared with the suite's reference tables (the seed reproduction and the official
+model) where the suite has them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from llava.evaluate.atomic import write_text_atomic
+from llava.evaluate.circular import QuestionResult
+from llava.evaluate.suite import Suite
+from llava.evaluate.table import SplitRow
+
+
+def _delta(value: float, reference: float | None) -> float | None:
+    return None if reference is None else value - reference
+
+
+def comparison_rows(split_row: SplitRow, suite: Suite) -> list[dict[str, Any]]:
+    """results.json rows: this run's value next to the seed and official values and the deltas."""
+    seed = suite.references.get("seed")
+    official = suite.references.get("official")
+    rows = []
+    for name, value in split_row.values.items():
+        seed_value = seed.rows.get(name) if seed else None
+        official_value = official.rows.get(name) if official else None
+        rows.append({
+            "name": name, "value": value, "seed": seed_value, "official": official_value,
+            "delta_seed": _delta(value, seed_value), "delta_official": _delta(value, official_value),
+        })
+    return rows
+
+
+def pick_split(table: list[SplitRow], split: str) -> SplitRow:
+    for row in table:
+        if row.split == split:
+            return row
+    return table[0]
+
+
+def results_document(*, suite: Suite, backend: str, table: list[SplitRow], n_questions: int,
+                     checkpoint: str | None, weights_sha256: str | None,
+                     vlmevalkit_commit: str | None) -> dict[str, Any]:
+    split_row = pick_split(table, suite.split)
+    return {
+        "suite": suite.name,
+        "dataset": suite.dataset,
+        "backend": backend,
+        "judge": suite.judge,
+        "vlmevalkit_commit": vlmevalkit_commit,
+        "checkpoint": checkpoint,
+        "weights_sha256": weights_sha256,
+        "split": split_row.split,
+        "rows": comparison_rows(split_row, suite),
+        "n_questions": n_questions,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.2f}"
+
+
+def _points(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:+.2f}"
+
+
+def table_markdown(results: dict[str, Any], suite: Suite) -> str:
+    """A readable table: accuracy in %, deltas in percentage points."""
+    sha = (results["weights_sha256"] or "unknown")[:12]
+    lines = [
+        f"# {results['dataset']} ({results['split']}): {results['n_questions']} questions",
+        "",
+        f"- checkpoint: `{results['checkpoint'] or 'not given'}` (weights sha256 {sha})",
+        f"- backend: {results['backend']}; judge: {results['judge']} (no LLM answer extraction); "
+        f"{'circular (a question counts only if every rotated pass is right)' if suite.circular else 'single pass'}",
+        f"- VLMEvalKit: {results['vlmevalkit_commit'] or 'not run (built-in scorer following its exact-matching rules)'}",
+        "",
+    ]
+    references = [(key, suite.references[key]) for key in ("seed", "official") if key in suite.references]
+    header = ["row", "this run"]
+    for key, _ in references:
+        header += [key, f"Δ {key}"]
+    lines += ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    for row in results["rows"]:
+        cells = [row["name"], _pct(row["value"])]
+        for key, _ in references:
+            cells += [_pct(row[key]), _points(row[f"delta_{key}"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Accuracy in %" + (", Δ in percentage points (this run minus reference)." if references else ".")]
+    for key, ref in references:
+        lines.append(f"- {key}: {ref.label}; {ref.source}")
+    return "\n".join(lines) + "\n"
+
+
+def questions_csv_text(results: list[QuestionResult]) -> str:
+    buffer = io.StringIO()
+    fields = list(QuestionResult.__dataclass_fields__)
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(asdict(r) for r in results)
+    return buffer.getvalue()
+
+
+def write_results_json(path: Path, results: dict[str, Any]) -> Path:
+    return write_text_atomic(path, json.dumps(results, indent=2) + "\n")

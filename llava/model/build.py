@@ -1,0 +1,147 @@
+"""Assemble transformers' LlavaOnevisionForConditionalGeneration for a recipe.
+
+From an LLM folder + a SigLIP folder (stage 1) or from the previous stage's checkpoint, with the
+settings that make the HF classes reproduce the original (recipe-semantics §7).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlavaOnevisionConfig,
+                          LlavaOnevisionForConditionalGeneration, SiglipVisionConfig, SiglipVisionModel)
+
+from llava.data.processor import ImageOnlyOnevisionProcessor, build_processor, load_processor
+from llava.errors import KitError
+from llava.recipe import Recipe
+
+log = logging.getLogger(__name__)
+MEDIA_TOKENS = ("<image>", "<video>")
+
+
+@dataclass
+class BuiltModel:
+    model: LlavaOnevisionForConditionalGeneration
+    tokenizer: object
+    processor: ImageOnlyOnevisionProcessor
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise KitError(f"{what} folder {path} does not exist (run `llava-kit prepare` or fix the recipe's init)")
+    return path
+
+
+def attn_implementation(requested: str) -> str:
+    """flash-attn only where it is installed and a GPU runs; otherwise transformers' SDPA."""
+    if requested != "flash_attention_2":
+        return requested
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        log.warning("flash_attention_2 requested but flash-attn is not installed: using sdpa")
+        return "sdpa"
+    return requested if torch.cuda.is_available() else "sdpa"
+
+
+def add_media_tokens(tokenizer) -> None:
+    missing = [t for t in MEDIA_TOKENS if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+
+
+def _vision_config(folder: Path, keep_layers: int) -> SiglipVisionConfig:
+    config = SiglipVisionConfig.from_pretrained(folder)
+    if keep_layers > config.num_hidden_layers:
+        raise KitError(f"recipe keeps {keep_layers} vision layers but {folder} has {config.num_hidden_layers}")
+    config.num_hidden_layers = keep_layers
+    config.vision_use_head = False
+    return config
+
+
+def assemble_from_parts(recipe: Recipe, llm_dir: Path, vision_dir: Path) -> BuiltModel:
+    torch.manual_seed(recipe.training.seed)  # every fresh tensor below (resized rows, newline) is seeded
+    tokenizer = AutoTokenizer.from_pretrained(_require_dir(llm_dir, "LLM"))
+    add_media_tokens(tokenizer)
+    llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32)
+    vision_config = _vision_config(_require_dir(vision_dir, "vision tower"), recipe.model.vision_layers)
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    expected = recipe.model.image_token_index
+    if expected is not None and expected != image_id:
+        raise KitError(f"{recipe.source}: model.image_token_index is {expected} but the tokenizer gives <image> id {image_id}")
+    if image_id >= llm.config.vocab_size:
+        llm.resize_token_embeddings(len(tokenizer))
+    config = LlavaOnevisionConfig(
+        text_config=llm.config.to_dict(),
+        vision_config=vision_config.to_dict(),
+        image_token_index=image_id,
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_layer=recipe.model.vision_feature_layer,
+        vision_feature_select_strategy=recipe.model.vision_feature_select_strategy,
+        vision_aspect_ratio=recipe.model.vision_aspect_ratio,
+        image_grid_pinpoints=recipe.hf_grid_pinpoints or [[vision_config.image_size] * 2],
+        projector_hidden_act=recipe.model.projector_hidden_act,
+        multimodal_projector_bias=True,
+        tie_word_embeddings=llm.config.tie_word_embeddings,
+    )
+    config._attn_implementation = attn_implementation(recipe.model.attn_implementation)
+    model = LlavaOnevisionForConditionalGeneration(config)
+    model.model.language_model.load_state_dict(llm.model.state_dict())
+    if not config.tie_word_embeddings:
+        model.lm_head.load_state_dict(llm.lm_head.state_dict())
+    vision = SiglipVisionModel.from_pretrained(vision_dir, config=vision_config, dtype=torch.float32)
+    model.model.vision_tower.load_state_dict(vision.state_dict())
+    model.tie_weights()
+    return BuiltModel(model, tokenizer, processor_for(model.config, tokenizer))
+
+
+def processor_for(config, tokenizer, pinpoints: list[list[int]] | None = None) -> ImageOnlyOnevisionProcessor:
+    """The processor that matches a LlavaOnevision config (or its recipe's pinpoints)."""
+    vision = config.vision_config
+    per_side = vision.image_size // vision.patch_size
+    return build_processor(tokenizer, vision.image_size, pinpoints or config.image_grid_pinpoints,
+                           per_side * per_side, config.vision_aspect_ratio, config.vision_feature_select_strategy)
+
+
+def recipe_processor(recipe: Recipe, layout, tokenizer_dir: Path | None = None) -> ImageOnlyOnevisionProcessor:
+    """Tokenizer + image processor for a recipe, reading configs only (no weights)."""
+    if recipe.init.from_checkpoint:
+        source = _require_dir(layout.resolve(recipe.init.from_checkpoint), "previous-stage checkpoint")
+        vision = AutoConfig.from_pretrained(source).vision_config
+    else:
+        source = _require_dir(layout.resolve(recipe.init.llm), "LLM")
+        vision = _vision_config(_require_dir(layout.resolve(recipe.init.vision_tower), "vision tower"),
+                                recipe.model.vision_layers)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or source)
+    add_media_tokens(tokenizer)
+    per_side = vision.image_size // vision.patch_size
+    return build_processor(tokenizer, vision.image_size, recipe.hf_grid_pinpoints or [[vision.image_size] * 2],
+                           per_side * per_side, recipe.model.vision_aspect_ratio,
+                           recipe.model.vision_feature_select_strategy)
+
+
+def continue_from_checkpoint(recipe: Recipe, folder: Path) -> BuiltModel:
+    """The previous stage's model; this stage's image settings replace the stored ones."""
+    _require_dir(folder, "previous-stage checkpoint")
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(
+        folder, dtype=torch.float32, attn_implementation=attn_implementation(recipe.model.attn_implementation))
+    tokenizer = load_processor(folder).tokenizer
+    config = model.config
+    config.image_grid_pinpoints = recipe.hf_grid_pinpoints or [[config.vision_config.image_size] * 2]
+    config.vision_aspect_ratio = recipe.model.vision_aspect_ratio
+    if recipe.init.reset_image_newline:
+        generator = torch.Generator().manual_seed(recipe.training.seed)
+        hidden = config.text_config.hidden_size
+        with torch.no_grad():
+            model.model.image_newline.copy_(torch.randn(hidden, generator=generator) / math.sqrt(hidden))
+    return BuiltModel(model, tokenizer, processor_for(config, tokenizer))
+
+
+def build_model(recipe: Recipe, layout) -> BuiltModel:
+    if recipe.init.from_checkpoint:
+        return continue_from_checkpoint(recipe, layout.resolve(recipe.init.from_checkpoint))
+    return assemble_from_parts(recipe, layout.resolve(recipe.init.llm), layout.resolve(recipe.init.vision_tower))

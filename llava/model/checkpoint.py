@@ -1,0 +1,81 @@
+"""HF-native stage outputs: one folder that `from_pretrained`, AutoProcessor and VLMEvalKit load as is."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import GenerationConfig, LlavaOnevisionForConditionalGeneration
+
+from llava.data.processor import QWEN_1_5_CHAT_TEMPLATE, load_processor, save_processor
+from llava.errors import KitError
+
+
+def greedy_generation_config(tokenizer, repetition_penalty: float = 1.0) -> GenerationConfig:
+    """Greedy, stopping on <|im_end|> or <|endoftext|>: never inherit Qwen-Instruct's sampling defaults."""
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    return GenerationConfig(
+        do_sample=False, num_beams=1, eos_token_id=[im_end, end], pad_token_id=end, bos_token_id=end,
+        repetition_penalty=repetition_penalty,
+    )
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def write_support_files(folder: Path, built, repetition_penalty: float = 1.0) -> None:
+    """Everything but the weights: config, tokenizer + chat template, processor, generation config."""
+    built.tokenizer.chat_template = QWEN_1_5_CHAT_TEMPLATE
+    built.model.config.save_pretrained(folder)
+    save_processor(built.processor, folder)
+    greedy_generation_config(built.tokenizer, repetition_penalty).save_pretrained(folder)
+
+
+def publish_atomically(tmp: Path, final: Path) -> None:
+    """fsync then rename: a crash or full disk leaves either the old folder or the new one, never half."""
+    _fsync_tree(tmp)
+    if final.exists():
+        old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+
+
+def save_checkpoint(built, out_dir: str | Path, write_weights: Callable[[Path], None] | None = None,
+                    is_main: bool = True, repetition_penalty: float = 1.0) -> Path:
+    """Write the folder under a temporary name and rename it into place when complete.
+
+    `write_weights(folder)` lets DeepSpeed gather ZeRO-3 shards (every rank must call it); by default
+    the in-memory model is saved as safetensors.
+    """
+    final = Path(out_dir)
+    tmp = final.with_name(final.name + ".tmp")
+    if is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    (write_weights or (lambda folder: built.model.save_pretrained(folder)))(tmp)
+    if is_main:
+        write_support_files(tmp, built, repetition_penalty)
+        publish_atomically(tmp, final)
+    return final
+
+
+def load_for_inference(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None):
+    """(model, processor) for evaluation and checks; the processor needs no torchvision."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise KitError(f"{path} is not a checkpoint folder (no config.json)")
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(path, dtype=dtype or torch.float32)
+    return model.to(device).eval(), load_processor(path)

@@ -1,0 +1,103 @@
+"""The dataset source table (`dataset_sources.yaml`) as validated objects."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from llava.errors import KitError
+
+DEFAULT_SOURCES = Path(__file__).with_name("dataset_sources.yaml")
+STAGES = ("1", "1.5", "2")
+
+
+class HubSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    repo_id: str
+    repo_type: Literal["dataset", "model"] = "dataset"
+    revision: str | None = None
+    files: list[str] = Field(min_length=1)
+
+
+class SubsetRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    size: int = Field(gt=0)
+    seed: int = 0
+
+
+class Columns(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = "id"
+    image: str = "image"
+    conversations: str = "conversations"
+
+
+class StageSource(BaseModel):
+    """How one stage's dataset is fetched, converted and subset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: str
+    description: str = ""
+    format: Literal["llava_json", "recap_parquet"]
+    expects_image: bool | None
+    recipe: str  # the training recipe (stages/<name>.yaml) whose image settings give token counts
+    hub: HubSource
+    subset: SubsetRule | None = None
+    # llava_json
+    json_file: str | None = None
+    images_archive: str | None = None
+    archive_strip_prefix: str = ""
+    drop_image_containing: list[str] = Field(default_factory=list)
+    image_sources: dict[str, str] = Field(default_factory=dict)
+    # recap_parquet
+    parquet_glob: str | None = None
+    columns: Columns = Field(default_factory=Columns)
+    prompt: str | None = None
+    image_subdir: str = "images"
+
+    @model_validator(mode="after")
+    def _format_fields(self) -> "StageSource":
+        if self.format == "llava_json" and not self.json_file:
+            raise ValueError("format llava_json needs json_file")
+        if self.format == "recap_parquet" and not (self.parquet_glob and self.prompt is not None):
+            raise ValueError("format recap_parquet needs parquet_glob and prompt")
+        return self
+
+
+class SourceTable(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stages: dict[str, StageSource]
+
+
+def load_sources(path: str | os.PathLike | None = None) -> dict[str, StageSource]:
+    """Read and validate the table; a KitError names the file and the bad key."""
+    path = Path(path or DEFAULT_SOURCES)
+    if not path.is_file():
+        raise KitError(f"dataset source table {path} does not exist: fix --sources")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise KitError(f"{path} is not valid YAML: {err}") from err
+    try:
+        table = SourceTable.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise KitError(f"{path}: key {where}: {first['msg']}") from err
+    return table.stages
+
+
+def stage_source(stage: str, path: str | os.PathLike | None = None) -> StageSource:
+    stages = load_sources(path)
+    if stage not in stages:
+        raise KitError(f"stage {stage!r} is not in {path or DEFAULT_SOURCES}; known stages: {', '.join(stages)}")
+    return stages[stage]

@@ -1,0 +1,190 @@
+"""A training stage as data: one typed, validated recipe loaded from `stages/*.yaml`.
+
+Stages differ only by these values; the training code never branches on a stage name.
+Unknown keys and wrong types fail here, before any model is built, naming the file and key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from llava.errors import KitError
+
+STAGES_DIR = Path(__file__).resolve().parent.parent / "stages"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TinyTextSpec(_Strict):
+    """Shapes of a random-initialised Qwen2 (tiny worlds and real-size benches)."""
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    intermediate_size: int
+
+
+class InitSpec(_Strict):
+    """Where the weights come from: an LLM + SigLIP folder, or the previous stage's checkpoint."""
+    llm: str | None = None
+    vision_tower: str | None = None
+    from_checkpoint: str | None = None
+    reset_image_newline: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "InitSpec":
+        if self.from_checkpoint is None and (self.llm is None or self.vision_tower is None):
+            raise ValueError("init needs either from_checkpoint or both llm and vision_tower")
+        return self
+
+
+class DataSpec(_Strict):
+    path: str
+    image_folder: str
+    template: Literal["plain", "qwen_1_5"]
+    # "original" keeps LLaVA-NeXT's quirk (structural tokens of every turn supervised);
+    # "assistant_only" supervises assistant replies and their <|im_end|> only.
+    label_mode: Literal["original", "assistant_only"] = "original"
+    system_prompt: str = "You are a helpful assistant."
+    max_skip_fraction: float = Field(0.01, ge=0, le=1)
+    require_manifest: bool = True
+
+
+class ModelSpec(_Strict):
+    """LlavaOnevision settings that make transformers reproduce the original recipe."""
+    image_mode: Literal["square", "anyres"]
+    vision_layers: int = Field(26, description="SigLIP layers kept (so400m has 27; LLaVA drops the last)")
+    vision_feature_layer: int = -1
+    vision_feature_select_strategy: Literal["full", "default"] = "full"
+    vision_aspect_ratio: str = "anyres_max_9"
+    # (width, height) pairs in the original's order; converted to transformers' (height, width).
+    grid_pinpoints_wh: list[tuple[int, int]] = Field(default_factory=list)
+    patch_merge: Literal["flat", "spatial_unpad"] = "flat"
+    image_token: str = "<image>"
+    image_token_index: int | None = Field(None, description="checked against the tokenizer when set")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    projector_hidden_act: str = "gelu"
+
+
+class TrainingSpec(_Strict):
+    epochs: float = 1
+    per_device_batch: int = Field(gt=0)
+    grad_accum: int = Field(gt=0)
+    num_gpus: int = Field(1, gt=0, description="world size the recipe was written for")
+    keep_global_batch: bool = True
+    learning_rate: float
+    vision_tower_lr: float | None = None
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    scheduler: str = "cosine"
+    max_grad_norm: float = 1.0
+    model_max_length: int
+    bf16: bool = True
+    tf32: bool = True
+    gradient_checkpointing: bool = True
+    save_strategy: Literal["no", "steps"] = "steps"
+    save_steps: int = 500
+    save_total_limit: int = 1
+    logging_steps: int = 10
+    group_by_modality_length: bool = False
+    dataloader_num_workers: int = 4
+    dataloader_drop_last: bool = False
+    seed: int = 42
+    max_steps: int = -1
+    optim: str = "adamw_torch"
+    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
+
+    @property
+    def global_batch(self) -> int:
+        return self.per_device_batch * self.grad_accum * self.num_gpus
+
+
+class Recipe(_Strict):
+    name: str
+    description: str = ""
+    init: InitSpec
+    data: DataSpec
+    model: ModelSpec
+    tunable_parts: list[Literal["mm_mlp_adapter", "mm_vision_tower", "mm_language_model"]]
+    training: TrainingSpec
+    deepspeed: str | None = Field(None, description="profile name in stages/deepspeed/ or a JSON path")
+    output: str
+    source: str | None = Field(None, exclude=True)
+
+    @property
+    def hf_grid_pinpoints(self) -> list[list[int]]:
+        """transformers reads pinpoints as (height, width): swap, keeping the order (ties go to the first)."""
+        return [[h, w] for (w, h) in self.model.grid_pinpoints_wh]
+
+    def content_hash(self) -> str:
+        body = self.model_dump(mode="json", exclude={"source"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def resolve_recipe_path(name_or_path: str | Path) -> Path:
+    """`stage2` -> stages/stage2.yaml; a path is taken as is."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    candidate = STAGES_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    raise KitError(f"no recipe {name_or_path!r}: pass a YAML path or one of {sorted(p.stem for p in STAGES_DIR.glob('*.yaml'))}")
+
+
+def _apply_override(body: dict, dotted: str, value: Any) -> None:
+    node = body
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+
+
+def _parse_value(raw: str) -> Any:
+    """YAML scalars, except that YAML 1.1's yes/no/on/off stay strings (save_strategy=no)."""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw  # e.g. "{checkpoints}/stage1": a path, not a YAML mapping
+    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        return raw.strip()
+    return value
+
+
+def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load, apply `key.sub=value` overrides (values parsed as YAML) and validate."""
+    path = resolve_recipe_path(name_or_path)
+    if not path.is_file():
+        raise KitError(f"recipe file {path} does not exist")
+    try:
+        body = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise KitError(f"{path}: not valid YAML: {err}") from err
+    for item in overrides or []:
+        if "=" not in item:
+            raise KitError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        _apply_override(body, key, _parse_value(raw))
+    try:
+        return Recipe(**body, source=str(path))
+    except ValidationError as err:
+        raise KitError(f"{path}: invalid recipe:\n{_describe(err)}") from err
+    except TypeError as err:
+        raise KitError(f"{path}: invalid recipe: {err}") from err
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        kind = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"  {key}: {kind}" + (f" (got {item['input']!r})" if item["type"] != "extra_forbidden" else ""))
+    return "\n".join(lines)

@@ -1,0 +1,45 @@
+"""`llava-kit train RECIPE`: one stage; re-launches itself under torchrun for several processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train one stage from a recipe (stages/stage1.yaml, stage1_5, stage2, stages/smoke/...)",
+        description="Train one stage. With --nproc/NUM_GPUS > 1 the command re-launches itself with torchrun "
+                    "(NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT are read from the environment).")
+    parser.add_argument("recipe", help="recipe YAML path or name (stage1 | stage1_5 | stage2)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value, e.g. --set training.max_steps=10 (repeatable)")
+    parser.add_argument("--nproc", type=int, default=int(os.environ.get("NUM_GPUS", "1")),
+                        help="processes per node (default: $NUM_GPUS or 1)")
+    parser.add_argument("--home", help="root holding models/ datasets/ checkpoints/ runs/ (default $LLAVA_KIT_HOME or .)")
+    parser.set_defaults(func=run)
+
+
+def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
+    env = os.environ
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+            f"--nnodes={env.get('NNODES', '1')}", f"--node_rank={env.get('NODE_RANK', '0')}",
+            f"--master_addr={env.get('MASTER_ADDR', '127.0.0.1')}", f"--master_port={env.get('MASTER_PORT', '29500')}",
+            "-m", "llava.cli", "train", *argv]
+
+
+def run(args) -> int:
+    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        argv = [args.recipe, *[f"--set={o}" for o in args.overrides], "--nproc=1"]
+        if args.home:
+            argv.append(f"--home={args.home}")
+        os.execv(sys.executable, torchrun_command(args.nproc, argv))
+    from llava.paths import VolumeLayout
+    from llava.recipe import load_recipe
+    from llava.train.run import train_stage
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    result = train_stage(recipe, VolumeLayout.from_env(args.home))
+    print(f"{recipe.name}: train_loss {result.train_loss:.4f} after {result.global_steps} steps "
+          f"({result.skipped} samples skipped) -> {result.output}")
+    return 0

@@ -1,0 +1,73 @@
+"""Checks that run before any weights load: inputs exist with manifests, and the length budget holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from llava.data.images import image_pipeline
+from llava.errors import KitError
+from llava.manifest import manifest_hash, require_manifest
+from llava.model.build import recipe_processor
+from llava.recipe import Recipe
+
+TEXT_MARGIN = 512  # tokens of text a sample must still fit beside its largest image
+
+
+@dataclass
+class Inputs:
+    data_file: Path
+    image_folder: Path
+    model_dirs: dict[str, Path]
+
+    def manifest_hashes(self) -> dict[str, str]:
+        folders = {"data": self.data_file.parent, **self.model_dirs}
+        return {name: manifest_hash(folder) for name, folder in folders.items() if (folder / "manifest.json").is_file()}
+
+
+def _exists(path: Path, what: str, recipe: Recipe, key: str) -> Path:
+    if not path.exists():
+        raise KitError(f"{recipe.source}: {key} points to {path}, which does not exist ({what})")
+    return path
+
+
+def locate_inputs(recipe: Recipe, layout) -> Inputs:
+    data_file = _exists(layout.resolve(recipe.data.path), "the LLaVA JSON file", recipe, "data.path")
+    image_folder = _exists(layout.resolve(recipe.data.image_folder), "the image folder", recipe, "data.image_folder")
+    if recipe.init.from_checkpoint:
+        dirs = {"checkpoint": _exists(layout.resolve(recipe.init.from_checkpoint),
+                                      "run the previous stage first", recipe, "init.from_checkpoint")}
+    else:
+        dirs = {"llm": _exists(layout.resolve(recipe.init.llm), "run `llava-kit prepare models`", recipe, "init.llm"),
+                "vision_tower": _exists(layout.resolve(recipe.init.vision_tower), "run `llava-kit prepare models`",
+                                        recipe, "init.vision_tower")}
+    return Inputs(data_file, image_folder, dirs)
+
+
+def check_manifests(recipe: Recipe, inputs: Inputs) -> None:
+    if recipe.data.require_manifest:
+        require_manifest(inputs.data_file.parent, "dataset")
+    for name, folder in inputs.model_dirs.items():
+        require_manifest(folder, "checkpoint" if name == "checkpoint" else "model", verify_files=False)
+
+
+def max_image_tokens(recipe: Recipe, layout) -> int:
+    return image_pipeline(recipe.model.image_mode, recipe_processor(recipe, layout)).max_tokens()
+
+
+def check_length_budget(recipe: Recipe, layout) -> int:
+    largest = max_image_tokens(recipe, layout)
+    need = largest + TEXT_MARGIN
+    if recipe.training.model_max_length < need:
+        raise KitError(
+            f"{recipe.source}: training.model_max_length is {recipe.training.model_max_length}, but one image can "
+            f"become {largest} tokens in this stage ({recipe.model.image_mode}); with {TEXT_MARGIN} tokens of text "
+            f"that needs at least {need}: raise training.model_max_length (the seed uses 32768 from stage 1.5 on)")
+    return largest
+
+
+def preflight(recipe: Recipe, layout) -> Inputs:
+    inputs = locate_inputs(recipe, layout)
+    check_manifests(recipe, inputs)
+    check_length_budget(recipe, layout)
+    return inputs

@@ -1,0 +1,41 @@
+"""transformers' Trainer with the original's sampler, optimizer groups and loss."""
+
+from __future__ import annotations
+
+from transformers import Trainer
+
+from llava.data.sampler import ModalityLengthSampler
+from llava.model.tunable import optimizer_groups
+from llava.train.forward import forward_batch
+
+
+class LlavaTrainer(Trainer):
+    def __init__(self, *args, lengths: list[int] | None = None, megabatch: int = 1,
+                 vision_tower_lr: float | None = None, **kwargs):
+        self.lengths = lengths
+        self.megabatch = megabatch
+        self.vision_tower_lr = vision_tower_lr
+        super().__init__(*args, **kwargs)
+        # Per-micro-batch token mean averaged over accumulation, as transformers 4.40 did for the
+        # seed; 5.x would otherwise normalise by the tokens of the whole global batch.
+        self.model_accepts_loss_kwargs = False
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        return ModalityLengthSampler(self.lengths, self.megabatch, self.args.seed)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            target = model if model is not None else self.model
+            groups = optimizer_groups(target, self.args.learning_rate, self.args.weight_decay, self.vision_tower_lr)
+            for group in groups:
+                group.pop("name")
+            optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, target)
+            optimizer_kwargs.pop("lr", None)
+            self.optimizer = optimizer_cls(groups, lr=self.args.learning_rate, **optimizer_kwargs)
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = forward_batch(model, inputs)
+        return (loss, outputs) if return_outputs else loss

