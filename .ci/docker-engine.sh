@@ -11,8 +11,10 @@
 # Everything is torn down on exit, success or not: containers, volumes, dockerd, mounts, temp dir.
 #
 # Env: LLAVA_KIT_DOCKER_SERVICE (default smoke), LLAVA_KIT_DOCKER_OUT (a host folder that receives a
-# copy of the runs volume), LLAVA_KIT_WHEELHOUSE (a folder with torch-*+cpu wheels; default /opt/wheels),
-# PIP_CA_BUNDLE (default /etc/ssl/certs/ca-certificates.crt).
+# copy of the runs volume and doctor reports), LLAVA_KIT_WHEELHOUSE (a folder with torch-*+cpu wheels;
+# default /opt/wheels), PIP_CA_BUNDLE (default /etc/ssl/certs/ca-certificates.crt),
+# LLAVA_KIT_DOCKER_TMPFS (default 16g: a tmpfs of that size holds the engine's data root and the
+# bootstrap, so teardown is an unmount instead of deleting ~100k files; 0 keeps them on disk).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -87,9 +89,15 @@ install_missing
 DOCKER="$(docker_cli)"
 WORK="$(mktemp -d /tmp/llava-kit-docker.XXXXXX)"
 export DOCKER_HOST="unix://$WORK/docker.sock"
+FAST="$WORK"
+if [ "${LLAVA_KIT_DOCKER_TMPFS:-16g}" != 0 ]; then
+  FAST="$WORK/tmpfs"
+  mkdir -p "$FAST"
+  mount -t tmpfs -o "size=${LLAVA_KIT_DOCKER_TMPFS:-16g}" tmpfs "$FAST"
+fi
 
 phase "starting dockerd in $WORK"
-dockerd --data-root "$WORK/data" --exec-root "$WORK/exec" --pidfile "$WORK/dockerd.pid" -H "$DOCKER_HOST" \
+dockerd --data-root "$FAST/data" --exec-root "$WORK/exec" --pidfile "$WORK/dockerd.pid" -H "$DOCKER_HOST" \
   --bridge=none --iptables=false --ip6tables=false --ip-masq=false --storage-driver=overlay2 \
   > "$WORK/dockerd.log" 2>&1 &
 DOCKERD_PID=$!
@@ -101,10 +109,10 @@ done
 "$DOCKER" version --format 'engine {{.Server.Version}} ({{.Server.Os}}/{{.Server.Arch}})'
 
 phase "bootstrapping $BASE_IMAGE (debootstrap --variant=minbase bookworm)"
-debootstrap --variant=minbase bookworm "$WORK/rootfs" http://deb.debian.org/debian > "$WORK/debootstrap.log" 2>&1 \
+debootstrap --variant=minbase bookworm "$FAST/rootfs" http://deb.debian.org/debian > "$WORK/debootstrap.log" 2>&1 \
   || { tail -20 "$WORK/debootstrap.log" >&2; exit 1; }
-tar -C "$WORK/rootfs" -c . | "$DOCKER" import - "$BASE_IMAGE" > /dev/null
-rm -rf "$WORK/rootfs"
+tar -C "$FAST/rootfs" -c . | "$DOCKER" import - "$BASE_IMAGE" > /dev/null
+rm -rf "$FAST/rootfs"
 
 # The CPU torch wheel: from the local wheelhouse over loopback when it has one, else PyTorch's CPU index.
 find_links=""

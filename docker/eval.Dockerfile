@@ -46,10 +46,13 @@ RUN --mount=type=secret,id=pip_ca \
  && pip install --no-deps -e /opt/VLMEvalKit \
  && rm /tmp/requirements-eval.txt /tmp/requirements-eval.lock
 
-COPY pyproject.toml README.md* /tmp/llava-kit-src/
-COPY llava /tmp/llava-kit-src/llava
-RUN pip install --no-deps --no-build-isolation /tmp/llava-kit-src \
- && rm -rf /tmp/llava-kit-src
+# llava-kit itself, editable and without dependencies (they came from the lock above): the package
+# finds stages/, eval/ and its data files next to itself, so the image keeps the repository layout.
+WORKDIR /opt/llava-kit
+COPY pyproject.toml README.md* ./
+COPY llava ./llava
+RUN pip install --no-deps --no-build-isolation -e . \
+ && rm -rf build
 
 # litellm (a VLMEvalKit requirement) fetches a cost map at import unless told to use its local copy.
 ENV LITELLM_LOCAL_MODEL_COST_MAP=True \
@@ -67,7 +70,6 @@ RUN groupadd --gid "$GID" llava \
  && mkdir -p /data/checkpoints /data/runs /data/hf-cache /data/LMUData \
  && chown -R llava:llava /data
 
-WORKDIR /opt/llava-kit
 COPY stages ./stages
 COPY eval ./eval
 

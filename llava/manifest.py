@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from importlib import metadata
@@ -22,8 +23,14 @@ TRACKED_PACKAGES = (
     "llava-kit", "torch", "transformers", "deepspeed", "accelerate", "tokenizers",
     "huggingface-hub", "safetensors", "pillow",
 )
-# Keys that must never land in a manifest, whatever a caller passes in `extra`.
-_SECRET_MARKERS = ("token", "secret", "password", "api_key")
+# Keys that must never land in a manifest, whatever a caller passes in `extra`. Matched as whole
+# names or name parts (hf_token, HF_TOKEN, client_secret), so image_token, pad_token_id and
+# tokenizer (recipe and config fields) are kept.
+_SECRET_KEY = re.compile(r"(^|_)(token|hf_token|access_token|auth_token|api_token|hub_token|api_?key|secret|"
+                         r"password|passwd|authorization|credentials?)$|secret|password|api_?key", re.IGNORECASE)
+_VOCAB_TOKEN = re.compile(r"^(image|video|bos|eos|pad|unk|sep|cls|mask)_token", re.IGNORECASE)
+# Values that look like credentials are redacted wherever they appear (an HF token is "hf_" + 30-odd chars).
+_SECRET_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b")
 
 
 class ManifestError(KitError):
@@ -58,18 +65,25 @@ def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
             ["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).parent,
             capture_output=True, text=True, timeout=5,
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+    except (OSError, subprocess.TimeoutExpired):  # no git (containers): the image bakes the commit in
+        return os.environ.get("LLAVA_KIT_GIT_COMMIT")
     if out.returncode == 0 and out.stdout.strip():
         return out.stdout.strip()
     return os.environ.get("LLAVA_KIT_GIT_COMMIT")
 
 
+def _is_secret_key(key: Any) -> bool:
+    name = str(key)
+    return bool(_SECRET_KEY.search(name)) and not _VOCAB_TOKEN.match(name)
+
+
 def _scrub(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items() if not any(m in k.lower() for m in _SECRET_MARKERS)}
+        return {k: _scrub(v) for k, v in value.items() if not _is_secret_key(k)}
     if isinstance(value, list):
         return [_scrub(v) for v in value]
+    if isinstance(value, str):
+        return _SECRET_VALUE.sub("<redacted>", value)
     return value
 
 

@@ -101,10 +101,39 @@ class TrainingSpec(_Strict):
     max_steps: int = -1
     optim: str = "adamw_torch"
     report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
+    # Speed settings (stages/profiles/fast.yaml); the defaults are the seed's behaviour.
+    loss_impl: Literal["model", "selected", "liger"] = Field(
+        "model", description="model: transformers' loss over every position's logits (the seed); selected: logits "
+                             "only where a label is supervised; liger: Liger's fused linear cross-entropy on those "
+                             "positions (GPU with liger-kernel, else selected)")
+    loss_average: Literal["micro_batch", "per_sample"] = Field(
+        "micro_batch", description="micro_batch: token mean over the micro-batch (the seed); per_sample: mean over "
+                                   "samples of each sample's token mean (equals the seed's at per_device_batch 1)")
+    packing: bool = Field(False, description="one row per micro-batch, position_ids restart per sample; only "
+                                             "where flash_attention_2 runs (varlen), padded otherwise")
+
+    @model_validator(mode="after")
+    def _loss_settings_agree(self) -> "TrainingSpec":
+        if self.loss_average == "per_sample" and self.loss_impl == "model":
+            raise ValueError("loss_average per_sample needs loss_impl selected or liger (the model's own loss "
+                             "is a token mean over the micro-batch)")
+        return self
 
     @property
     def global_batch(self) -> int:
         return self.per_device_batch * self.grad_accum * self.num_gpus
+
+
+class CheckpointingSpec(_Strict):
+    """The kit's own resumable-state policy, separate from the seed's HF save flags in `training`.
+
+    The seed's `save_strategy`/`save_steps`/`save_total_limit` stay recorded as the seed ran them
+    (stage 1 saved nothing for 6.3 h); these keys decide when the kit writes full resumable state
+    (weights, optimizer, scheduler, sampler position, RNG, DeepSpeed shards) and how many it keeps.
+    """
+    resume_every_steps: int = Field(200, ge=0, description="optimizer steps between saves; 0 = only on "
+                                                            "SIGTERM/SIGINT, SAVE_NOW and at the last step")
+    keep_last: int = Field(1, ge=1, description="complete checkpoints kept in runs/<name>/trainer/")
 
 
 class Recipe(_Strict):
@@ -115,8 +144,10 @@ class Recipe(_Strict):
     model: ModelSpec
     tunable_parts: list[Literal["mm_mlp_adapter", "mm_vision_tower", "mm_language_model"]]
     training: TrainingSpec
+    checkpointing: CheckpointingSpec = Field(default_factory=CheckpointingSpec)
     deepspeed: str | None = Field(None, description="profile name in stages/deepspeed/ or a JSON path")
     output: str
+    profile: str | None = Field(None, description="speed profile applied on top (stages/profiles/), if any")
     source: str | None = Field(None, exclude=True)
 
     @property

@@ -154,7 +154,12 @@ def test_image_runs_llava_kit_as_a_fixed_non_root_user(dockerfile):
     users = [i["value"] for i in parsed.structure if i["instruction"] == "USER"]
     assert users == ["${UID}:${GID}"]
     assert re.search(r'ENTRYPOINT \["llava-kit"\]', text)
-    assert "pip install --no-deps --no-build-isolation /tmp/llava-kit-src" in text
+    # editable, without deps, in a tree laid out like the repo: llava/ finds stages/ and eval/ beside it
+    assert "pip install --no-deps --no-build-isolation -e ." in text
+    workdirs = [i["value"] for i in parsed.structure if i["instruction"] == "WORKDIR"]
+    assert workdirs[-1] == "/opt/llava-kit"
+    copies = {i["value"] for i in parsed.structure if i["instruction"] == "COPY"}
+    assert {"llava ./llava", "stages ./stages", "eval ./eval"} <= copies
     # the mount points exist and belong to the user before any volume is mounted on them
     mkdir = re.search(r"mkdir -p (/data/\S+(?: /data/\S+)*)", text)[1].split()
     assert {"/data/checkpoints", "/data/runs", "/data/hf-cache"} <= set(mkdir)

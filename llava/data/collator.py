@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 from pathlib import Path
 
@@ -12,28 +14,56 @@ from llava.data.dataset import SkippedSample
 from llava.data.templates import IGNORE_INDEX
 from llava.errors import KitError
 
+log = logging.getLogger(__name__)
+
 
 class SkipLedger:
     """Appends skipped samples to the run's skips file and stops the run past the budget.
 
     The budget is a fraction of the whole dataset, so the decision does not depend on where in
-    the epoch the bad samples happen to sit. Several dataloader workers may append at once:
-    each line is one small O_APPEND write.
+    the epoch the bad samples happen to sit. The file is the count: dataloader workers and ranks
+    all append to it (one small O_APPEND write per line), a resumed run keeps it, and a sample
+    seen again in a later epoch or after a resume counts once.
     """
 
     def __init__(self, path: str | Path, dataset_size: int, max_fraction: float):
         self.path = Path(path)
-        self.budget = int(max_fraction * dataset_size)
+        self.dataset_size = dataset_size
         self.max_fraction = max_fraction
+        # floor without float noise: 0.29 * 100 must allow 29, not 28
+        self.budget = math.floor(max_fraction * dataset_size + 1e-9)
+        self._seen: set[str] = set()
+        self._offset = 0
 
     def seen_ids(self) -> set[str]:
+        """Every id in the file; reads only what other processes appended since the last call."""
         if not self.path.is_file():
+            self._seen, self._offset = set(), 0
             return set()
-        return {json.loads(line)["id"] for line in self.path.read_text().splitlines() if line.strip()}
+        with open(self.path, "rb") as handle:
+            handle.seek(self._offset)
+            tail = handle.read()
+        complete = tail[:tail.rfind(b"\n") + 1]  # a line still being written is read next time
+        self._offset += len(complete)
+        self._seen.update(json.loads(line)["id"] for line in complete.decode().splitlines() if line.strip())
+        return set(self._seen)
+
+    def reset(self) -> None:
+        """A fresh (not resumed) run starts with an empty ledger."""
+        self.path.unlink(missing_ok=True)
+        self._seen, self._offset = set(), 0
+
+    def over_budget(self) -> bool:
+        return len(self.seen_ids()) > self.budget
+
+    def budget_message(self) -> str:
+        return (f"{len(self.seen_ids())} of {self.dataset_size} training samples were unusable, more than "
+                f"data.max_skip_fraction={self.max_fraction:g} allows ({self.budget} samples); every skipped id "
+                f"and reason is in {self.path}. Fix or remove those samples (or raise data.max_skip_fraction in "
+                f"the recipe), then run the same command again: it resumes from the last complete checkpoint")
 
     def record(self, skip: SkippedSample) -> None:
-        seen = self.seen_ids()
-        if skip.sample_id not in seen:
+        if skip.sample_id not in self.seen_ids():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             line = json.dumps({"id": skip.sample_id, "index": skip.index, "reason": skip.reason}) + "\n"
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -41,12 +71,9 @@ class SkipLedger:
                 os.write(fd, line.encode())
             finally:
                 os.close(fd)
-            seen.add(skip.sample_id)
-        if len(seen) > self.budget:
-            raise KitError(
-                f"{len(seen)} samples skipped, more than the max_skip_fraction {self.max_fraction:.2%} "
-                f"of the dataset ({self.budget} samples); see {self.path} for each id and reason"
-            )
+            log.warning("skipped sample %s (index %d): %s", skip.sample_id, skip.index, skip.reason)
+        if self.over_budget():
+            raise KitError(self.budget_message())
 
 
 class Collator:

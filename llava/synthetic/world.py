@@ -27,7 +27,7 @@ VISION_DIR = "tiny-siglip"
 class WorldSize:
     stage1: int = 400
     stage1_5: int = 200
-    stage2: int = 3200
+    stage2: int = 1600
     test_questions: int = 60
     text_only_fraction: float = 0.05
 

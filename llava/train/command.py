@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+
+from llava.train.signals import stop_grace_seconds
 
 
 def register(subparsers) -> None:
@@ -17,6 +20,8 @@ def register(subparsers) -> None:
     parser.add_argument("--nproc", type=int, default=int(os.environ.get("NUM_GPUS", "1")),
                         help="processes per node (default: $NUM_GPUS or 1)")
     parser.add_argument("--home", help="root holding models/ datasets/ checkpoints/ runs/ (default $LLAVA_KIT_HOME or .)")
+    parser.add_argument("--profile", help="speed profile applied after --set, keeping the global batch: "
+                                          "seed | fast (stages/profiles/) or a YAML path; see docs/performance.md")
     parser.set_defaults(func=run)
 
 
@@ -25,20 +30,28 @@ def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
             f"--nnodes={env.get('NNODES', '1')}", f"--node_rank={env.get('NODE_RANK', '0')}",
             f"--master_addr={env.get('MASTER_ADDR', '127.0.0.1')}", f"--master_port={env.get('MASTER_PORT', '29500')}",
+            # torchrun SIGKILLs workers 30 s after forwarding SIGTERM unless told otherwise: give them the
+            # kit's stop grace (llava.train.signals) to finish the step and save
+            f"--shutdown-timeout={math.ceil(stop_grace_seconds()) + 5}",
             "-m", "llava.cli", "train", *argv]
 
 
 def run(args) -> int:
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        argv = [args.recipe, *[f"--set={o}" for o in args.overrides], "--nproc=1"]
+        # no --nproc here: torchrun's parser would take it for its own --nproc-per-node (ambiguous
+        # prefix); the workers see LOCAL_RANK and do not re-launch
+        argv = [args.recipe, *[f"--set={o}" for o in args.overrides]]
         if args.home:
             argv.append(f"--home={args.home}")
+        if args.profile:
+            argv.append(f"--profile={args.profile}")
         os.execv(sys.executable, torchrun_command(args.nproc, argv))
+    from llava.bench.profiles import apply_profile
     from llava.paths import VolumeLayout
     from llava.recipe import load_recipe
     from llava.train.run import train_stage
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = apply_profile(load_recipe(args.recipe, args.overrides), args.profile)
     result = train_stage(recipe, VolumeLayout.from_env(args.home))
     print(f"{recipe.name}: train_loss {result.train_loss:.4f} after {result.global_steps} steps "
           f"({result.skipped} samples skipped) -> {result.output}")

@@ -3,12 +3,46 @@
 Hand-written glue: the square (stage-1) path feeds projector features through `mm_encoder_outputs`
 because transformers' pixel path always tiles; text-only batches run a zero-weighted dummy image
 through the tower so every rank touches the same parameters (ZeRO-3 and DDP stay in step).
+
+Speed options (`ForwardOptions`, from the recipe's training.loss_impl / loss_average / packing) change
+how the loss is computed, never its value beyond float rounding:
+- `selected`: logits only at positions whose next token is supervised (a few hundred of several thousand
+  in stages 1.5/2), instead of a (tokens x 151936) float tensor;
+- `liger`: Liger's fused linear cross-entropy on those positions, where liger-kernel and CUDA exist;
+- `per_sample`: mean over samples of each sample's token mean, the seed's loss at per_device_batch 1;
+- `packing`: the micro-batch becomes one row, position_ids restart at each sample, and transformers'
+  flash-attn varlen path (or its block-diagonal mask for sdpa) keeps samples apart.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+IGNORE_INDEX = -100
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ForwardOptions:
+    loss_impl: str = "model"          # model | selected | liger
+    loss_average: str = "micro_batch"  # micro_batch | per_sample
+    packing: bool = False
+
+
+def forward_options(recipe, model: torch.nn.Module) -> ForwardOptions:
+    """The recipe's loss settings, with packing only where flash_attention_2 actually runs."""
+    spec = recipe.training
+    packing = spec.packing
+    if packing and unwrap(model).config._attn_implementation != "flash_attention_2":
+        log.warning("training.packing needs flash_attention_2 (varlen); using padded batches")
+        packing = False
+    return ForwardOptions(spec.loss_impl, spec.loss_average, packing)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -39,7 +73,75 @@ def vision_keepalive(model: torch.nn.Module) -> torch.Tensor:
     return square_features(model, blank).sum() * 0.0
 
 
-def forward_batch(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, object]:
+def pack_rows(batch: dict) -> tuple[dict, torch.Tensor]:
+    """Right-padded rows -> one row of their tokens, position_ids restarting per sample.
+
+    Each sample's first label is masked: in one row the previous sample's last token would otherwise
+    learn to predict it, a target the padded batch never has. Returns the batch and, per position,
+    the index of the sample it belongs to.
+    """
+    mask = batch.pop("attention_mask").bool()
+    lengths = mask.sum(dim=1)
+    labels = batch["labels"].clone()
+    labels[:, 0] = IGNORE_INDEX
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    sample = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)
+    packed = {**batch, "input_ids": batch["input_ids"][mask][None], "labels": labels[mask][None],
+              "position_ids": positions[mask][None]}
+    return packed, sample[mask][None]
+
+
+def _supervised_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean (rows, tokens) mask of positions whose next token is supervised, and those targets."""
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return keep, labels[:, 1:][keep[:, :-1]]
+
+
+def _average(token_loss: torch.Tensor, sample: torch.Tensor, per_sample: bool) -> torch.Tensor:
+    if not per_sample:
+        return token_loss.mean()
+    ids, sample = torch.unique(sample, return_inverse=True)
+    sums = torch.zeros(len(ids), dtype=token_loss.dtype, device=token_loss.device).index_add_(0, sample, token_loss)
+    counts = torch.bincount(sample, minlength=len(ids)).to(token_loss.dtype)
+    return (sums / counts).mean()
+
+
+def _liger_usable(model: torch.nn.Module) -> bool:
+    """Liger needs CUDA, the package, and an lm_head weight it can read whole (not ZeRO-3, not DDP)."""
+    weight = unwrap(model).lm_head.weight
+    return (weight.is_cuda and importlib.util.find_spec("liger_kernel") is not None
+            and not hasattr(weight, "ds_id") and not isinstance(model, torch.nn.parallel.DistributedDataParallel))
+
+
+def _liger_loss(model, batch: dict, keep, targets, sample, per_sample: bool) -> tuple[torch.Tensor, object]:
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+    outputs = unwrap(model).model(**batch, use_cache=False)
+    hidden = outputs.last_hidden_state[keep]
+    weight = unwrap(model).lm_head.weight
+    fused = LigerFusedLinearCrossEntropyLoss(reduction="mean")
+    if not per_sample:
+        return fused(weight, hidden, targets), outputs
+    losses = [fused(weight, hidden[sample == s], targets[sample == s]) for s in torch.unique(sample)]
+    return torch.stack(losses).mean(), outputs
+
+
+def _selected_loss(model, batch: dict, options: ForwardOptions, sample: torch.Tensor) -> tuple[torch.Tensor, object]:
+    labels = batch.pop("labels")
+    keep, targets = _supervised_positions(labels)
+    per_sample = options.loss_average == "per_sample"
+    if not keep.any():
+        outputs = model(**batch, logits_to_keep=1, use_cache=False)
+        return outputs.logits.sum() * 0.0, outputs
+    if options.loss_impl == "liger" and _liger_usable(model):
+        return _liger_loss(model, batch, keep, targets, sample[keep], per_sample)
+    outputs = model(**batch, logits_to_keep=keep, use_cache=False)
+    token_loss = F.cross_entropy(outputs.logits.float(), targets, reduction="none")
+    return _average(token_loss, sample[keep], per_sample), outputs
+
+
+def forward_batch(model: torch.nn.Module, batch: dict,
+                  options: ForwardOptions = ForwardOptions()) -> tuple[torch.Tensor, object]:
     batch = dict(batch)
     square = batch.pop("square_pixel_values", None)
     extra = None
@@ -48,7 +150,15 @@ def forward_batch(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, ob
         batch["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=list(features))}
     elif "pixel_values" not in batch:
         extra = vision_keepalive(model)
-    outputs = model(**batch)
-    supervised = (batch["labels"][:, 1:] != -100).any()
-    loss = outputs.loss if supervised else outputs.logits.sum() * 0.0
+    if options.packing:
+        batch, sample = pack_rows(batch)
+    else:
+        sample = torch.arange(batch["labels"].shape[0], device=batch["labels"].device)[:, None].expand_as(batch["labels"])
+    if options.loss_impl == "model":
+        # A cache would hide the packed layout from transformers' mask builder (samples would see each other).
+        outputs = model(**batch, use_cache=False) if options.packing else model(**batch)
+        supervised = (batch["labels"][:, 1:] != IGNORE_INDEX).any()
+        loss = outputs.loss if supervised else outputs.logits.sum() * 0.0
+    else:
+        loss, outputs = _selected_loss(model, batch, options, sample)
     return (loss + extra if extra is not None else loss), outputs

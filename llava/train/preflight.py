@@ -47,8 +47,10 @@ def locate_inputs(recipe: Recipe, layout) -> Inputs:
 def check_manifests(recipe: Recipe, inputs: Inputs) -> None:
     if recipe.data.require_manifest:
         require_manifest(inputs.data_file.parent, "dataset")
+    # every listed file is hashed again (seconds for a 0.5B model): a weight file changed or truncated
+    # after its manifest was written must stop the stage here, not hours later
     for name, folder in inputs.model_dirs.items():
-        require_manifest(folder, "checkpoint" if name == "checkpoint" else "model", verify_files=False)
+        require_manifest(folder, "checkpoint" if name == "checkpoint" else "model")
 
 
 def max_image_tokens(recipe: Recipe, layout) -> int:

@@ -1,4 +1,4 @@
-"""Train one stage from a recipe: preflight, build, Trainer, atomic HF-native output + manifest."""
+"""Train one stage from a recipe: preflight, build, Trainer with resumable state, atomic HF-native output + manifest."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 from transformers import TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 from llava.data.collator import Collator, SkipLedger
 from llava.data.dataset import ConversationDataset, load_records
@@ -26,6 +26,10 @@ from llava.recipe import Recipe
 from llava.train.deepspeed_profiles import load_deepspeed_config
 from llava.train.distributed import prepare_process_group, world_size
 from llava.train.preflight import preflight
+from llava.train.checkpointing import Checkpoint, ResumableCheckpoints, latest_checkpoint, remove_incomplete
+from llava.train.events import EventLog
+from llava.train.signals import StopRequests, TrainingStopped
+from llava.train.step_control import StepControl
 from llava.train.trainer import LlavaTrainer
 
 log = logging.getLogger(__name__)
@@ -99,31 +103,127 @@ def build_dataset(recipe: Recipe, built: BuiltModel, inputs, run_dir: Path) -> t
     return dataset, Collator(built.tokenizer.pad_token_id, pipeline.batch_key, ledger)
 
 
+def fingerprint(recipe: Recipe, inputs) -> dict:
+    """What a resumable checkpoint must match to be resumed by this run (stored in its marker)."""
+    hashes = inputs.manifest_hashes()
+    return {"recipe_hash": recipe.content_hash(), "data": hashes.get("data"), "world_size": world_size(),
+            "deepspeed": recipe.deepspeed}
+
+
+def _untied_copy(model: torch.nn.Module) -> dict:
+    """A CPU copy of the state dict with each shared tensor once (the tied lm_head is not written)."""
+    seen, state = set(), {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            state[name] = tensor.detach().cpu().clone()
+    return state
+
+
+def _final_weights_writer(trainer: LlavaTrainer):
+    """Full weights under the model's own parameter names.
+
+    Under ZeRO-3, transformers' save_model writes keys such as `language_model.model.model.*` that
+    from_pretrained then drops (the LLM silently stays random), so the shards are gathered here and
+    the unwrapped model saves itself. Every rank must call this.
+    """
+    def write(folder: Path) -> None:
+        model = trainer.model
+        if is_deepspeed_zero3_enabled():
+            import deepspeed
+            with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+                if trainer.is_world_process_zero():
+                    model.save_pretrained(folder, state_dict=_untied_copy(model))
+        elif trainer.is_world_process_zero():
+            model.save_pretrained(folder)
+        trainer.accelerator.wait_for_everyone()
+    return write
+
+
+def _resume_point(trainer: LlavaTrainer, store: ResumableCheckpoints, ledger: SkipLedger,
+                  events: EventLog) -> Checkpoint | None:
+    """Main process drops unmarked leftovers (and a stale skip ledger on a fresh start); all ranks then agree."""
+    if trainer.is_world_process_zero():
+        removed = remove_incomplete(store.trainer_dir)
+        if removed:
+            events.emit("cleanup", f"removed incomplete checkpoint folders {removed} in {store.trainer_dir}",
+                        removed=removed)
+        if latest_checkpoint(store.trainer_dir) is None:
+            ledger.reset()
+    trainer.accelerator.wait_for_everyone()
+    resume = store.resume_point()
+    if resume is not None:
+        events.emit("resume", f"resuming from {resume.path} (step {resume.step}, saved {resume.marker.get('created')})",
+                    step=resume.step, path=str(resume.path))
+    return resume
+
+
+def _train(trainer: LlavaTrainer, resume: Checkpoint | None, ledger: SkipLedger, events: EventLog):
+    try:
+        return trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+    except KitError as err:
+        if ledger.over_budget():  # raised in a dataloader worker, the message arrives wrapped in its traceback
+            events.emit("abort", f"too many unusable samples: see {ledger.path}", skipped=len(ledger.seen_ids()))
+            raise KitError(ledger.budget_message()) from None
+        raise KitError(str(err)) from err
+
+
+def _stage_loss(store: ResumableCheckpoints, result, global_step: int) -> float:
+    """Mean per-step loss of the whole stage, also when this run resumed half way."""
+    if global_step <= 0:
+        return result.training_loss
+    trained_now = global_step - store.base_step
+    return (store.base_loss_sum + result.training_loss * trained_now) / global_step
+
+
+def _stopped_message(recipe: Recipe, stop: StopRequests, store: ResumableCheckpoints, step: int) -> str:
+    saved = f"resumable state is in {store.latest.path}" if store.latest else "no resumable state could be saved"
+    return (f"{recipe.name} stopped by {stop.signal_name or 'a stop request'} after step {step}; {saved}. "
+            "Run the same command again to resume.")
+
+
 def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Path | None = None) -> StageResult:
+    """Train one stage, resuming from the newest complete checkpoint in run_dir/trainer when there is one."""
     layout = layout or VolumeLayout.from_env()
     started = time.time()
     inputs = preflight(recipe, layout)
     run_dir = Path(run_dir or layout.runs / recipe.name)
     accelerator_config = prepare_process_group(recipe.deepspeed is not None)
-    args = training_arguments(recipe, run_dir, accelerator_config)
-    built = build_model(recipe, layout)
-    counts = TunableParts(tuple(recipe.tunable_parts)).apply(built.model)
-    log.info("trainable %d / frozen %d parameters", counts["trainable"], counts["frozen"])
-    dataset, collator = build_dataset(recipe, built, inputs, run_dir)
-    megabatch = world_size() * args.gradient_accumulation_steps * args.per_device_train_batch_size
-    trainer = LlavaTrainer(
-        model=built.model, args=args, train_dataset=dataset, data_collator=collator,
-        lengths=dataset.modality_lengths() if recipe.training.group_by_modality_length else None,
-        megabatch=megabatch, vision_tower_lr=recipe.training.vision_tower_lr)
-    resume = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
-    result = trainer.train(resume_from_checkpoint=resume)
-    output = save_checkpoint(built, layout.resolve(recipe.output), write_weights=trainer.save_model,
-                             is_main=trainer.is_world_process_zero())
+    with StopRequests(run_dir) as stop:
+        # Built before TrainingArguments: with a ZeRO-3 config active, from_pretrained would load
+        # partitioned (empty) tensors that cannot be copied into the assembled model.
+        built = build_model(recipe, layout)
+        args = training_arguments(recipe, run_dir, accelerator_config)
+        counts = TunableParts(tuple(recipe.tunable_parts)).apply(built.model)
+        log.info("trainable %d / frozen %d parameters", counts["trainable"], counts["frozen"])
+        dataset, collator = build_dataset(recipe, built, inputs, run_dir)
+        megabatch = world_size() * args.gradient_accumulation_steps * args.per_device_train_batch_size
+        trainer = LlavaTrainer(
+            model=built.model, args=args, train_dataset=dataset, data_collator=collator,
+            lengths=dataset.modality_lengths() if recipe.training.group_by_modality_length else None,
+            megabatch=megabatch, vision_tower_lr=recipe.training.vision_tower_lr)
+        events = EventLog(run_dir / "events.jsonl", trainer.is_world_process_zero())
+        store = ResumableCheckpoints(args.output_dir, recipe.checkpointing.keep_last, fingerprint(recipe, inputs),
+                                     events, stop)
+        trainer.checkpoints = store
+        trainer.add_callback(StepControl(recipe.checkpointing.resume_every_steps, store, stop, events))
+        resume = _resume_point(trainer, store, collator.ledger, events)
+        result = _train(trainer, resume, collator.ledger, events)
+        step = trainer.state.global_step
+        if stop.stop_requested and step < trainer.state.max_steps:
+            events.emit("stop", f"stopped by {stop.signal_name} after step {step}", step=step, signal=stop.signal_name)
+            raise TrainingStopped(_stopped_message(recipe, stop, store, step))
+        output = save_checkpoint(built, layout.resolve(recipe.output), write_weights=_final_weights_writer(trainer),
+                                 is_main=trainer.is_world_process_zero())
+    train_loss = _stage_loss(store, result, step)
     skipped = len(collator.ledger.seen_ids())
     if trainer.is_world_process_zero():
         (run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
         write_manifest(output, "checkpoint", inputs=inputs.manifest_hashes(), recipe_hash=recipe.content_hash(),
-                       started=started, metrics={"train_loss": result.training_loss,
-                                                 "global_steps": result.global_step, "skipped_samples": skipped},
-                       extra={"recipe": recipe.model_dump(mode="json"), "world_size": world_size()})
-    return StageResult(output, result.training_loss, result.global_step, skipped)
+                       started=started, metrics={"train_loss": train_loss, "global_steps": step,
+                                                 "skipped_samples": skipped},
+                       extra={"stage": recipe.name, "recipe": recipe.model_dump(mode="json"),
+                              "world_size": world_size(), "resumed_from": resume.name if resume else None,
+                              "skips_file": str(collator.ledger.path) if skipped else None})
+        events.emit("done", f"{recipe.name} finished at step {step} -> {output}", step=step, output=str(output))
+    return StageResult(output, train_loss, step, skipped)

@@ -6,10 +6,14 @@ from transformers import Trainer
 
 from llava.data.sampler import ModalityLengthSampler
 from llava.model.tunable import optimizer_groups
-from llava.train.forward import forward_batch
+from llava.train.checkpointing import load_model_weights
+from llava.train.forward import ForwardOptions, forward_batch
 
 
 class LlavaTrainer(Trainer):
+    # How compute_loss builds the loss; set from the recipe with llava.train.forward.forward_options.
+    forward_options: ForwardOptions = ForwardOptions()
+
     def __init__(self, *args, lengths: list[int] | None = None, megabatch: int = 1,
                  vision_tower_lr: float | None = None, **kwargs):
         self.lengths = lengths
@@ -19,6 +23,30 @@ class LlavaTrainer(Trainer):
         # Per-micro-batch token mean averaged over accumulation, as transformers 4.40 did for the
         # seed; 5.x would otherwise normalise by the tokens of the whole global batch.
         self.model_accepts_loss_kwargs = False
+
+    # Set by llava.train.run: the atomic, marked checkpoint writer (llava.train.checkpointing).
+    checkpoints = None
+    _staging_dir: str | None = None
+
+    def _get_output_dir(self, trial):
+        return self._staging_dir or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial):
+        """transformers writes the resumable state into a staging folder that is published atomically."""
+        if self.checkpoints is None:
+            return super()._save_checkpoint(model, trial)
+        with self.checkpoints.staging(self) as folder:
+            self._staging_dir = str(folder)
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging_dir = None
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Resume the weights with the model's key mapping and strict loading (see load_model_weights)."""
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_model_weights(model if model is not None else self.model, resume_from_checkpoint)
 
     def _get_train_sampler(self, train_dataset=None):
         if self.lengths is None:
@@ -37,5 +65,5 @@ class LlavaTrainer(Trainer):
         return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, outputs = forward_batch(model, inputs)
+        loss, outputs = forward_batch(model, inputs, self.forward_options)
         return (loss, outputs) if return_outputs else loss

@@ -1,0 +1,33 @@
+"""Test-only crash points: a real SIGKILL of this process at a chosen step or save phase.
+
+Crash tests then exercise the true failure (no handler runs, nothing is flushed) without racing
+a log watcher against a 20 ms training step. Inert unless one of these variables is set:
+
+- LLAVA_KIT_TEST_KILL_AT_STEP=N: die at the end of optimizer step N (every rank, like a lost box).
+- LLAVA_KIT_TEST_KILL_IN_SAVE=N:PHASE: die while saving step N, PHASE "staged" (files written to the
+  staging folder, not yet renamed) or "unmarked" (renamed into place, completion marker not yet written).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+KILL_AT_STEP = "LLAVA_KIT_TEST_KILL_AT_STEP"
+KILL_IN_SAVE = "LLAVA_KIT_TEST_KILL_IN_SAVE"
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_at_step(step: int) -> None:
+    wanted = os.environ.get(KILL_AT_STEP)
+    if wanted and int(wanted) == step:
+        _die()
+
+
+def kill_in_save(step: int, phase: str) -> None:
+    wanted = os.environ.get(KILL_IN_SAVE)
+    if wanted and wanted == f"{step}:{phase}":
+        _die()

@@ -1,0 +1,130 @@
+"""Run `llava-kit train` as a real subprocess on the tiny world, and compare what it wrote.
+
+Crash tests need a separate process (a SIGKILL must kill the trainer, not pytest). One thread per
+process keeps float reductions identical between the runs being compared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from llava.manifest import write_manifest
+from llava.recipe import STAGES_DIR
+
+DISTRIBUTED_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                    "TORCHELASTIC_RUN_ID")
+
+
+def train_env(world: Path, nproc: int = 1, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "LLAVA_KIT_HOME": str(world), "OMP_NUM_THREADS": "1", "NUM_GPUS": str(nproc),
+           "TOKENIZERS_PARALLELISM": "false", **extra}
+    for var in DISTRIBUTED_VARS:
+        env.pop(var, None)
+    return env
+
+
+def train_args(stage: str, name: str, overrides: list[str]) -> list[str]:
+    return [sys.executable, "-m", "llava.cli", "train", str(STAGES_DIR / "smoke" / f"{stage}.yaml"),
+            f"--set=name={name}", f"--set=output={{checkpoints}}/{name}", *[f"--set={o}" for o in overrides]]
+
+
+def run_train(world: Path, stage: str, name: str, overrides: list[str], nproc: int = 1,
+              timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(train_args(stage, name, overrides), env=train_env(world, nproc, **env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_train(world: Path, stage: str, name: str, overrides: list[str], **env: str) -> subprocess.Popen:
+    return subprocess.Popen(train_args(stage, name, overrides), env=train_env(world, **env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, process: subprocess.Popen, timeout: float = 120, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if process.poll() is not None:
+            raise AssertionError(f"training ended (rc {process.returncode}) before {what}:\n"
+                                 f"{process.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            process.send_signal(signal.SIGKILL)
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(Path(folder) / "model.safetensors")
+
+
+def assert_bit_identical(expected: Path, actual: Path) -> None:
+    """torch.equal on every tensor of model.safetensors."""
+    a, b = weights(expected), weights(actual)
+    assert a.keys() == b.keys()
+    differ = [key for key in a if not torch.equal(a[key], b[key])]
+    assert not differ, f"{len(differ)} of {len(a)} tensors differ, e.g. {differ[:3]}"
+
+
+def events(world: Path, name: str, runs: Path | None = None) -> list[dict]:
+    path = (runs or world / "runs") / name / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def new_dataset(source: Path, target: Path) -> tuple[list[dict], Path]:
+    """A copy of a dataset folder's images, and its records to edit before `write_dataset`."""
+    shutil.copytree(source / "images", target / "images")
+    return json.loads((source / "data.json").read_text()), target / "images"
+
+
+def write_dataset(target: Path, records: list[dict]) -> Path:
+    (target / "data.json").write_text(json.dumps(records))
+    write_manifest(target, "dataset", file_patterns=("data.json",), extra={"source": "planted bad samples"})
+    return target
+
+
+def data_overrides(folder: Path) -> list[str]:
+    return [f"data.path={folder}/data.json", f"data.image_folder={folder}/images"]
+
+
+# What a planted fault does to a record, and a word its skip reason must contain.
+FAULTS = ("missing", "corrupt", "truncated", "roles", "tags", "too_long")
+REASON_WORDS = {"missing": "missing image", "corrupt": "unreadable", "truncated": "unreadable",
+                "roles": "alternate", "tags": "<image> tags", "too_long": "exceed model_max_length"}
+
+
+def plant_fault(record: dict, fault: str, images: Path) -> dict:
+    """A broken copy of an image record (the broken files are written under `images`)."""
+    broken = json.loads(json.dumps(record))
+    sample_id, turns = broken["id"], broken["conversations"]
+    if fault == "missing":
+        broken["image"] = f"absent-{sample_id}.png"
+    elif fault in ("corrupt", "truncated"):
+        data = (images / record["image"]).read_bytes()
+        (images / f"{fault}-{sample_id}.png").write_bytes(
+            bytes(range(256)) * 4 if fault == "corrupt" else data[:len(data) * 2 // 3])
+        broken["image"] = f"{fault}-{sample_id}.png"
+    elif fault == "roles":
+        turns[1]["from"] = "human"
+    elif fault == "tags":
+        turns[0]["value"] = "<image>\n" + turns[0]["value"]
+    elif fault == "too_long":
+        turns[1]["value"] = " ".join(["a small red circle on the left of a blue square"] * 200)
+    return broken
+
+
+def plant_faults(records: list[dict], positions: list[int], images: Path) -> dict[str, str]:
+    """Break the records at `positions` in place, cycling through FAULTS; returns {id: fault}."""
+    planted = {}
+    for n, position in enumerate(positions):
+        fault = FAULTS[n % len(FAULTS)]
+        records[position] = plant_fault(records[position], fault, images)
+        planted[records[position]["id"]] = fault
+    return planted
