@@ -135,7 +135,7 @@ DOCKER_BUILDKIT=1 "$DOCKER" build --network=host --progress=plain \
   --secret id=pip_ca,src="$PIP_CA_BUNDLE" \
   "$ROOT" > "$WORK/build.log" 2>&1 \
   || { tail -40 "$WORK/build.log" >&2; exit 1; }
-grep -E "^transformers .* deepspeed" "$WORK/build.log" | sed 's/^#[0-9]* [0-9.]* //' || true
+grep -oE "transformers [^ ]+ deepspeed [^ ]+$" "$WORK/build.log" | head -1 || true
 
 phase "compose run $SERVICE $*"
 export LLAVA_KIT_CPU_IMAGE="$CPU_IMAGE"

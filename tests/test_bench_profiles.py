@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from llava.bench.profiles import apply_profile, load_profile
+from llava.profiles import apply_profile, load_profile
 from llava.errors import KitError
 from llava.recipe import STAGES_DIR, load_recipe
 from llava.train.deepspeed_profiles import load_deepspeed_config

@@ -55,3 +55,27 @@ def performance_row(result: dict) -> str:
     mfu = _num(result.get("mfu"), ".1%", "n/a")
     return (f"| {result['stage']} | {result['profile']} | {result['device']} | {result['samples_per_s']:.2f} | "
             f"{mfu} | {result['peak_memory_bytes'] / GIB:.1f} GiB | {result['date']} |")
+
+
+def comparison(results: list[dict]) -> str:
+    """Markdown: the performance rows, then fast/seed speed-up and loss agreement per stage."""
+    lines = ["| stage | profile | device | samples/s | MFU | peak memory | date |", "|---|---|---|---|---|---|---|"]
+    lines += [performance_row(r) for r in results if "samples_per_s" in r]
+    by_key = {(r["stage"], r["profile"]): r for r in results if "samples_per_s" in r}
+    lines += ["", "| stage | fast / seed samples/s | max relative loss difference per step | fast packing, loss |",
+              "|---|---|---|---|"]
+    for stage in sorted({r["stage"] for r in results}):
+        seed, fast = by_key.get((stage, "seed")), by_key.get((stage, "fast"))
+        if not (seed and fast):
+            lines.append(f"| {stage} | missing run | | |")
+            continue
+        diff = max(abs(a - b) / abs(a) for a, b in zip(seed["losses"], fast["losses"]))
+        lines.append(f"| {stage} | {fast['samples_per_s'] / seed['samples_per_s']:.2f}x | {diff:.2e} | "
+                     f"{fast['packing']}, {fast['loss_impl_effective']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m llava.bench.report runs/bench/*.json
+    import json
+    import sys
+    print(comparison([json.loads(open(path).read()) for path in sys.argv[1:]]))

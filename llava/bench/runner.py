@@ -8,6 +8,7 @@ uses. The first step is not timed (allocation, DeepSpeed and kernel warm-up).
 from __future__ import annotations
 
 import datetime
+import logging
 import shutil
 import tempfile
 import time
@@ -18,13 +19,14 @@ from transformers import TrainerCallback
 
 from llava.bench.flops import BatchCounts, FlopModel, device_peak
 from llava.bench.loader import anyres_rates, loader_rates
-from llava.bench.profiles import apply_profile
+from llava.profiles import apply_profile
 from llava.bench.samples import StageDataset, draw_specs
 from llava.bench.shapes import BenchModel, build_bench_model
 from llava.errors import KitError
 from llava.recipe import STAGES_DIR, Recipe, load_recipe
 
 STAGES = ("stage1", "stage1_5", "stage2")
+log = logging.getLogger(__name__)
 BENCH_OVERRIDES = ["training.save_strategy=no", "training.report_to=[]", "training.logging_steps=1"]
 
 
@@ -132,6 +134,8 @@ def run_bench(stage: str, *, size: str = "tiny", profile: str | None = "fast", s
     from llava.model.tunable import TunableParts
     from llava.train.distributed import prepare_process_group, world_size
     recipe = bench_recipe(stage, size, profile, list(overrides or []), steps)
+    if size == "real" and steps and not torch.cuda.is_available():
+        log.warning("real-size training steps on CPU take minutes each; --steps 0 only builds and describes")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     accelerator_config = prepare_process_group(recipe.deepspeed is not None)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
-import hashlib
 import io
 import os
 import string
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from llava.errors import KitError
+from llava.manifest import file_digest
 from llava.evaluate.atomic import write_text_atomic
 
 PASS_OFFSET = 1_000_000
@@ -81,12 +81,8 @@ class McqFile:
         return groups
 
 
-def file_md5(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def file_md5(path: str | os.PathLike) -> str:
+    return file_digest(path, "md5")
 
 
 def check_md5(path: Path, expected: str, where: str) -> None:

@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from llava.errors import KitError
 from llava.train.events import EventLog
@@ -142,8 +142,10 @@ class ResumableCheckpoints:
     resume on other data or another ZeRO world size is refused instead of silently going wrong.
     """
 
-    def __init__(self, trainer_dir: str | Path, keep_last: int, fingerprint: dict, events: EventLog, stop=None):
+    def __init__(self, trainer_dir: str | Path, keep_last: int, fingerprint: dict, events: EventLog, stop=None,
+                 support_files: Callable[[Path], None] | None = None):
         self.trainer_dir = Path(trainer_dir)
+        self.support_files = support_files  # tokenizer, processor, generation config: evaluable as is
         self.staging_root = self.trainer_dir / STAGING
         self.keep_last = keep_last
         self.fingerprint = fingerprint
@@ -200,6 +202,8 @@ class ResumableCheckpoints:
             yield self.staging_root
             trainer.accelerator.wait_for_everyone()
             if main:
+                if self.support_files is not None:
+                    self.support_files(staged)
                 kill_in_save(step, "staged")
                 self._publish(staged, step, loss_sum, time.monotonic() - started)
         except Exception as err:

@@ -46,7 +46,7 @@ def run(args) -> int:
         if args.profile:
             argv.append(f"--profile={args.profile}")
         os.execv(sys.executable, torchrun_command(args.nproc, argv))
-    from llava.bench.profiles import apply_profile
+    from llava.profiles import apply_profile
     from llava.paths import VolumeLayout
     from llava.recipe import load_recipe
     from llava.train.run import train_stage

@@ -81,7 +81,6 @@ def pack_rows(batch: dict) -> tuple[dict, torch.Tensor]:
     the index of the sample it belongs to.
     """
     mask = batch.pop("attention_mask").bool()
-    lengths = mask.sum(dim=1)
     labels = batch["labels"].clone()
     labels[:, 0] = IGNORE_INDEX
     positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)

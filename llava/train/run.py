@@ -19,7 +19,7 @@ from llava.data.images import image_pipeline
 from llava.errors import KitError
 from llava.manifest import write_manifest
 from llava.model.build import BuiltModel, build_model
-from llava.model.checkpoint import save_checkpoint
+from llava.model.checkpoint import save_checkpoint, write_support_files
 from llava.model.tunable import TunableParts
 from llava.paths import VolumeLayout
 from llava.recipe import Recipe
@@ -28,6 +28,7 @@ from llava.train.distributed import prepare_process_group, world_size
 from llava.train.preflight import preflight
 from llava.train.checkpointing import Checkpoint, ResumableCheckpoints, latest_checkpoint, remove_incomplete
 from llava.train.events import EventLog
+from llava.train.forward import forward_options
 from llava.train.signals import StopRequests, TrainingStopped
 from llava.train.step_control import StepControl
 from llava.train.trainer import LlavaTrainer
@@ -202,9 +203,10 @@ def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Pat
             model=built.model, args=args, train_dataset=dataset, data_collator=collator,
             lengths=dataset.modality_lengths() if recipe.training.group_by_modality_length else None,
             megabatch=megabatch, vision_tower_lr=recipe.training.vision_tower_lr)
+        trainer.forward_options = forward_options(recipe, built.model)
         events = EventLog(run_dir / "events.jsonl", trainer.is_world_process_zero())
         store = ResumableCheckpoints(args.output_dir, recipe.checkpointing.keep_last, fingerprint(recipe, inputs),
-                                     events, stop)
+                                     events, stop, support_files=lambda folder: write_support_files(folder, built))
         trainer.checkpoints = store
         trainer.add_callback(StepControl(recipe.checkpointing.resume_every_steps, store, stop, events))
         resume = _resume_point(trainer, store, collator.ledger, events)
