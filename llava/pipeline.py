@@ -6,6 +6,7 @@ Knows the volume layout; the steps themselves live in their feature packages.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -36,6 +37,8 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
     stages = []
     for name in SMOKE_STAGES:
         t0 = time.time()
+        # the world was just rebuilt, so resumable state from an earlier smoke run no longer applies
+        shutil.rmtree(layout.runs / name, ignore_errors=True)
         recipe = load_recipe(STAGES_DIR / "smoke" / f"{name}.yaml", [f"training.seed={seed}"])
         result = train_stage(recipe, layout, run_dir=layout.runs / name)
         stages.append({"stage": name, "train_loss": result.train_loss, "steps": result.global_steps,

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from llava.bench.shapes import build_bench_model
-from llava.data.collator import Collator
+from llava.data.collator import Collator, placeholder_image_row
 from llava.data.images import AnyresImages
 from llava.recipe import STAGES_DIR, load_recipe
 from llava.train.forward import IGNORE_INDEX, ForwardOptions, forward_batch, forward_options, pack_rows
@@ -100,8 +100,14 @@ def test_packing_only_where_flash_attention_runs(tiny):
 
 
 def test_text_only_batch_keeps_the_tower_in_the_graph(tiny, items):
-    _, model = tiny
-    loss, grads = loss_and_grads(model, [items[2], items[2]], ForwardOptions("selected", "per_sample", True))
+    """The collator's blank-image row runs the vision path without changing the loss."""
+    bench, model = tiny
+    options = ForwardOptions("selected", "per_sample", True)
+    row = placeholder_image_row(AnyresImages(bench.processor), bench.tokens.image)
+    model.zero_grad()
+    loss, _ = forward_batch(model, Collator(0, "pixel_values", placeholder=row)([items[2], items[2]]), options)
+    loss.backward()
     vision = model.model.vision_tower.embeddings.patch_embedding.weight
     assert vision.grad is not None and torch.count_nonzero(vision.grad) == 0  # touched, zero-weighted
-    assert loss.item() > 0
+    plain, _ = loss_and_grads(model, [items[2], items[2]], options)
+    assert loss.item() > 0 and torch.allclose(loss.detach(), plain, rtol=1e-5)

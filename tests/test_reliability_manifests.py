@@ -89,8 +89,8 @@ def test_no_remote_code_and_no_unsafe_unpickling_in_llava():
 
 def test_the_scan_flags_the_forms_it_forbids():
     bad = ("torch.load(p)\ntorch.load(p, weights_only=False)\ntorch.load(p, weights_only=True)\n"
-           "AutoModel.from_pretrained(p, trust_remote_code=True)\nAutoModel.from_pretrained(p, trust_remote_code=False)\n"
-           "pickle.load(f)\n")
+           "AutoModel.from_pretrained(p, trust_remote_code=True)\n"
+           "AutoModel.from_pretrained(p, trust_remote_code=False)\npickle.load(f)\n")
     assert unsafe_calls(bad) == ["1: torch.load without weights_only=True", "2: torch.load without weights_only=True",
                                  "4: AutoModel.from_pretrained(trust_remote_code=True)", "6: pickle.load"]
 

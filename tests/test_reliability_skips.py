@@ -19,6 +19,15 @@ SAMPLES = 600
 BATCH = 24
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """In-process training on one intra-op thread: two threads spin-wait badly on a busy 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def planted_dataset(world, target, bad: int) -> dict[str, str]:
     base, images = new_dataset(world / "datasets" / "stage1", target)
     records = [dict(r, id=f"{r['id']}-copy{k}") for k in range(SAMPLES // len(base) + 1) for r in base][:SAMPLES]

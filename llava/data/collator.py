@@ -76,11 +76,30 @@ class SkipLedger:
             raise KitError(self.budget_message())
 
 
+def placeholder_image_row(pipeline, image_token_id: int) -> dict:
+    """A row of one blank image and nothing to learn, added to micro-batches that have no image.
+
+    Under ZeRO-3 every rank must gather the same parameters in the same order: a text-only rank that
+    skipped the vision tower (or ran it at another point) while its neighbour ran the image path
+    aborts the collective. As its own row, the blank image changes no sample's attention and adds no
+    supervised token, so the loss is unchanged. The smallest-token blank of a few shapes is used.
+    """
+    from PIL import Image
+
+    tile = getattr(pipeline, "tile", None) or pipeline.processor.image_processor.size["height"]
+    blanks = [pipeline.process(Image.new("RGB", size)) for size in ((tile, tile), (tile, 1), (1, tile))]
+    blank = min(blanks, key=lambda item: item.num_tokens)
+    return {"input_ids": [image_token_id] * blank.num_tokens, "labels": [IGNORE_INDEX] * blank.num_tokens,
+            "pixel_values": blank.pixel_values, "image_size": blank.image_size}
+
+
 class Collator:
-    def __init__(self, pad_token_id: int, pixel_key: str, ledger: SkipLedger | None = None):
+    def __init__(self, pad_token_id: int, pixel_key: str, ledger: SkipLedger | None = None,
+                 placeholder: dict | None = None):
         self.pad_token_id = pad_token_id
         self.pixel_key = pixel_key
         self.ledger = ledger
+        self.placeholder = placeholder
 
     def __call__(self, items: list) -> dict:
         good = []
@@ -93,6 +112,8 @@ class Collator:
                 good.append(item)
         if not good:  # every sample of this micro-batch was bad: a step with no supervised tokens
             good = [{"input_ids": [self.pad_token_id], "labels": [IGNORE_INDEX]}]
+        if self.placeholder is not None and not any("pixel_values" in item for item in good):
+            good.append(self.placeholder)
         return self._pad(good)
 
     def _pad(self, items: list[dict]) -> dict:

@@ -173,18 +173,19 @@ class ResumableCheckpoints:
         saved, now = found.marker.get("fingerprint", {}), self.fingerprint
         start_over = f"move {self.trainer_dir} away to start this stage from step 0"
         if saved.get("data") != now["data"]:
-            raise KitError(f"{found.path} was trained on other data (dataset manifest hash {str(saved.get('data'))[:12]}, "
-                           f"now {str(now['data'])[:12]}): its sampler position means nothing for this data. "
-                           f"Restore the data it was trained on, or {start_over}")
-        if saved.get("world_size") != now["world_size"]:
+            raise KitError(f"{found.path} was trained on other data (dataset manifest hash "
+                           f"{str(saved.get('data'))[:12]}, now {str(now['data'])[:12]}): its sampler position means "
+                           f"nothing for this data. Restore the data it was trained on, or {start_over}")
+        ranks = saved.get("world_size")
+        if ranks != now["world_size"]:
             if now["deepspeed"]:
-                raise KitError(f"{found.path} holds DeepSpeed ZeRO shards for {saved.get('world_size')} processes but this "
-                               f"run has {now['world_size']}: run with --nproc {saved.get('world_size')} to resume, "
-                               f"or {start_over}")
-            self.events.emit("warning", f"{found.name} was saved by {saved.get('world_size')} processes, this run has "
+                raise KitError(f"{found.path} holds DeepSpeed ZeRO shards for {ranks} processes but this run has "
+                               f"{now['world_size']}: run with --nproc {ranks} to resume, or {start_over}")
+            self.events.emit("warning", f"{found.name} was saved by {ranks} processes, this run has "
                              f"{now['world_size']}: resuming, but the data order is no longer the uninterrupted one")
         if saved.get("recipe_hash") != now["recipe_hash"]:
-            self.events.emit("warning", f"the recipe changed since {found.name} was saved: resuming with the new values")
+            self.events.emit("warning", f"the recipe changed since {found.name} was saved: resuming with the new "
+                             "values")
 
     @contextmanager
     def staging(self, trainer) -> Iterator[Path]:
@@ -209,7 +210,9 @@ class ResumableCheckpoints:
         except Exception as err:
             if main:
                 shutil.rmtree(staged, ignore_errors=True)
-            raise KitError(self._failure_message(staged.name, err)) from err
+            message = self._failure_message(staged.name, err)
+            self.events.emit("save_failed", message, step=step)
+            raise KitError(message) from err
         trainer.accelerator.wait_for_everyone()
         self.latest = read_checkpoint(self.trainer_dir / staged.name)
         if self.stop is not None:

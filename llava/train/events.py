@@ -22,7 +22,8 @@ class EventLog:
     def emit(self, event: str, message: str, **fields: Any) -> None:
         if not self.enabled:
             return
-        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event, "message": message, **fields}
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        record = {"time": when, "event": event, "message": message, **fields}
         try:  # best effort: on a full disk the stderr line still tells the story
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

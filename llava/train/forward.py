@@ -1,8 +1,8 @@
 """One forward pass for any batch the collator makes, with the original's loss.
 
 Hand-written glue: the square (stage-1) path feeds projector features through `mm_encoder_outputs`
-because transformers' pixel path always tiles; text-only batches run a zero-weighted dummy image
-through the tower so every rank touches the same parameters (ZeRO-3 and DDP stay in step).
+because transformers' pixel path always tiles. Micro-batches without an image carry a blank-image row
+from the collator (`placeholder_image_row`), so every rank runs the same modules in the same order.
 
 Speed options (`ForwardOptions`, from the recipe's training.loss_impl / loss_average / packing) change
 how the loss is computed, never its value beyond float rounding:
@@ -57,20 +57,6 @@ def square_features(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tenso
     if config.vision_feature_select_strategy == "default":
         hidden = hidden[:, 1:]
     return core.multi_modal_projector(hidden)
-
-
-def vision_keepalive(model: torch.nn.Module) -> torch.Tensor:
-    """0 x (features of a blank tile): no effect on the loss, but tower and projector run.
-
-    The newline is left out, as in the original: it is a bare parameter that ZeRO-3 only gathers
-    inside the model's own forward.
-    """
-    config = unwrap(model).config
-    side = config.vision_config.image_size
-    dtype = unwrap(model).model.multi_modal_projector.linear_1.weight.dtype
-    device = unwrap(model).model.multi_modal_projector.linear_1.weight.device
-    blank = torch.zeros((1, 3, side, side), dtype=dtype, device=device)
-    return square_features(model, blank).sum() * 0.0
 
 
 def pack_rows(batch: dict) -> tuple[dict, torch.Tensor]:
@@ -143,12 +129,9 @@ def forward_batch(model: torch.nn.Module, batch: dict,
                   options: ForwardOptions = ForwardOptions()) -> tuple[torch.Tensor, object]:
     batch = dict(batch)
     square = batch.pop("square_pixel_values", None)
-    extra = None
     if square is not None:
         features = square_features(model, square)
         batch["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=list(features))}
-    elif "pixel_values" not in batch:
-        extra = vision_keepalive(model)
     if options.packing:
         batch, sample = pack_rows(batch)
     else:
@@ -160,4 +143,4 @@ def forward_batch(model: torch.nn.Module, batch: dict,
         loss = outputs.loss if supervised else outputs.logits.sum() * 0.0
     else:
         loss, outputs = _selected_loss(model, batch, options, sample)
-    return (loss + extra if extra is not None else loss), outputs
+    return loss, outputs

@@ -13,11 +13,11 @@ import torch
 from transformers import TrainingArguments
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
-from llava.data.collator import Collator, SkipLedger
+from llava.data.collator import Collator, SkipLedger, placeholder_image_row
 from llava.data.dataset import ConversationDataset, load_records
 from llava.data.images import image_pipeline
 from llava.errors import KitError
-from llava.manifest import write_manifest
+from llava.manifest import sha256_file, write_manifest
 from llava.model.build import BuiltModel, build_model
 from llava.model.checkpoint import save_checkpoint, write_support_files
 from llava.model.tunable import TunableParts
@@ -101,13 +101,14 @@ def build_dataset(recipe: Recipe, built: BuiltModel, inputs, run_dir: Path) -> t
         template=recipe.data.template, system_prompt=recipe.data.system_prompt,
         label_mode=recipe.data.label_mode, max_length=recipe.training.model_max_length)
     ledger = SkipLedger(run_dir / "skips.jsonl", len(dataset), recipe.data.max_skip_fraction)
-    return dataset, Collator(built.tokenizer.pad_token_id, pipeline.batch_key, ledger)
+    placeholder = placeholder_image_row(pipeline, built.processor.image_token_id)
+    return dataset, Collator(built.tokenizer.pad_token_id, pipeline.batch_key, ledger, placeholder)
 
 
 def fingerprint(recipe: Recipe, inputs) -> dict:
     """What a resumable checkpoint must match to be resumed by this run (stored in its marker)."""
-    hashes = inputs.manifest_hashes()
-    return {"recipe_hash": recipe.content_hash(), "data": hashes.get("data"), "world_size": world_size(),
+    data = inputs.manifest_hashes().get("data") or sha256_file(inputs.data_file)  # data.require_manifest=false
+    return {"recipe_hash": recipe.content_hash(), "data": data, "world_size": world_size(),
             "deepspeed": recipe.deepspeed}
 
 
@@ -166,7 +167,7 @@ def _train(trainer: LlavaTrainer, resume: Checkpoint | None, ledger: SkipLedger,
         if ledger.over_budget():  # raised in a dataloader worker, the message arrives wrapped in its traceback
             events.emit("abort", f"too many unusable samples: see {ledger.path}", skipped=len(ledger.seen_ids()))
             raise KitError(ledger.budget_message()) from None
-        raise KitError(str(err)) from err
+        raise
 
 
 def _stage_loss(store: ResumableCheckpoints, result, global_step: int) -> float:
@@ -178,7 +179,7 @@ def _stage_loss(store: ResumableCheckpoints, result, global_step: int) -> float:
 
 
 def _stopped_message(recipe: Recipe, stop: StopRequests, store: ResumableCheckpoints, step: int) -> str:
-    saved = f"resumable state is in {store.latest.path}" if store.latest else "no resumable state could be saved"
+    saved = f"resumable state is in {store.latest.path}" if store.latest else "no resumable state exists yet"
     return (f"{recipe.name} stopped by {stop.signal_name or 'a stop request'} after step {step}; {saved}. "
             "Run the same command again to resume.")
 
@@ -210,6 +211,8 @@ def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Pat
         trainer.checkpoints = store
         trainer.add_callback(StepControl(recipe.checkpointing.resume_every_steps, store, stop, events))
         resume = _resume_point(trainer, store, collator.ledger, events)
+        if stop.stop_requested:  # signalled while the model loaded: nothing new to save
+            raise TrainingStopped(_stopped_message(recipe, stop, store, resume.step if resume else 0))
         result = _train(trainer, resume, collator.ledger, events)
         step = trainer.state.global_step
         if stop.stop_requested and step < trainer.state.max_steps:
