@@ -27,12 +27,13 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
     """World -> three stages -> builtin MMBench-style eval -> report.md + report.json in `out`."""
     from llava.evaluate.service import run_eval
     from llava.recipe import STAGES_DIR, load_recipe
-    from llava.synthetic.world import WorldSize, build_world
+    from llava.synthetic.world import WorldSize, build_world, held_out_tsv
     from llava.train.run import train_stage
 
     out = Path(out)
     layout = smoke_layout(out)
     started = time.time()
+    shutil.rmtree(out / "eval", ignore_errors=True)  # answers of an earlier smoke run are not this model's
     build_world(out, seed=seed, blank_images=blank_images, size=world_size or WorldSize())
     stages = []
     for name in SMOKE_STAGES:
@@ -44,7 +45,7 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
         stages.append({"stage": name, "train_loss": result.train_loss, "steps": result.global_steps,
                        "skipped": result.skipped, "seconds": round(time.time() - t0, 1)})
     results = run_eval(layout.checkpoints / "stage2", SMOKE_SUITE, backend="builtin",
-                       out_dir=out / "eval", tsv=out / "eval" / "shapes_colour.tsv")
+                       out_dir=out / "eval", tsv=held_out_tsv(out))
     overall = next(row["value"] for row in results["rows"] if row["name"] == "Overall")
     report = {"stages": stages, "colour_accuracy": overall, "questions": results["n_questions"],
               "blank_images": blank_images, "seed": seed, "seconds": round(time.time() - started, 1)}

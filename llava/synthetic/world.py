@@ -23,6 +23,11 @@ LLM_DIR = "tiny-qwen2"
 VISION_DIR = "tiny-siglip"
 
 
+def held_out_tsv(root: Path) -> Path:
+    """The held-out MMBench-format TSV: a dataset, next to the training sets."""
+    return Path(root) / "datasets" / "eval" / "shapes_colour.tsv"
+
+
 @dataclass(frozen=True)
 class WorldSize:
     stage1: int = 400
@@ -78,7 +83,7 @@ def build_world(root: str | Path, *, seed: int = 0, blank_images: bool = False,
     _write_stage(datasets, "stage1_5", size.stage1_5, description_record, rng, blank_images)
     _write_stage(datasets, "stage2", size.stage2, lambda i, p, s: instruction_record(i, p, s, rng), rng,
                  blank_images, size.text_only_fraction)
-    write_test_set(root / "eval" / "shapes_colour.tsv", random.Random(seed + 1), size.test_questions, blank_images)
+    write_test_set(held_out_tsv(root), random.Random(seed + 1), size.test_questions, blank_images)
     return root
 
 
