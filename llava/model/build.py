@@ -99,12 +99,16 @@ def assemble_from_parts(recipe: Recipe, llm_dir: Path, vision_dir: Path) -> Buil
     return BuiltModel(model, tokenizer, processor_for(model.config, tokenizer))
 
 
-def processor_for(config, tokenizer, pinpoints: list[list[int]] | None = None) -> ImageOnlyOnevisionProcessor:
-    """The processor that matches a LlavaOnevision config (or its recipe's pinpoints)."""
-    vision = config.vision_config
+def _processor(tokenizer, vision, pinpoints, aspect_ratio: str, strategy: str) -> ImageOnlyOnevisionProcessor:
     per_side = vision.image_size // vision.patch_size
-    return build_processor(tokenizer, vision.image_size, pinpoints or config.image_grid_pinpoints,
-                           per_side * per_side, config.vision_aspect_ratio, config.vision_feature_select_strategy)
+    return build_processor(tokenizer, vision.image_size, pinpoints or [[vision.image_size] * 2],
+                           per_side * per_side, aspect_ratio, strategy)
+
+
+def processor_for(config, tokenizer) -> ImageOnlyOnevisionProcessor:
+    """The processor that matches a LlavaOnevision config."""
+    return _processor(tokenizer, config.vision_config, config.image_grid_pinpoints,
+                      config.vision_aspect_ratio, config.vision_feature_select_strategy)
 
 
 def recipe_processor(recipe: Recipe, layout, tokenizer_dir: Path | None = None) -> ImageOnlyOnevisionProcessor:
@@ -118,10 +122,8 @@ def recipe_processor(recipe: Recipe, layout, tokenizer_dir: Path | None = None) 
                                 recipe.model.vision_layers)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or source)
     add_media_tokens(tokenizer)
-    per_side = vision.image_size // vision.patch_size
-    return build_processor(tokenizer, vision.image_size, recipe.hf_grid_pinpoints or [[vision.image_size] * 2],
-                           per_side * per_side, recipe.model.vision_aspect_ratio,
-                           recipe.model.vision_feature_select_strategy)
+    return _processor(tokenizer, vision, recipe.hf_grid_pinpoints, recipe.model.vision_aspect_ratio,
+                      recipe.model.vision_feature_select_strategy)
 
 
 def continue_from_checkpoint(recipe: Recipe, folder: Path) -> BuiltModel:
