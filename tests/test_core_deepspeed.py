@@ -50,3 +50,8 @@ def test_two_process_zero3_equals_one_process(stage1_run, tiny_world):
     assert one_weights.keys() == initial.keys()  # HF key names survive the ZeRO-3 gather
     moved = [k for k in one_weights if not torch.equal(one_weights[k], initial[k])]
     assert any("vision_tower" in k for k in moved) and any("language_model" in k for k in moved)
+    # the resumable checkpoint holds the same weights under the same names (from_pretrained-loadable)
+    resumable = sorted((tiny_world / "runs" / "zero3-2proc" / "trainer").glob("checkpoint-*/model.safetensors"))
+    assert resumable, "no resumable checkpoint was written"
+    last = load_file(resumable[-1])
+    assert last.keys() == initial.keys() and all(torch.equal(last[k], two_weights[k]) for k in last)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 from transformers import TrainingArguments
-from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 from llava.data.collator import Collator, SkipLedger, placeholder_image_row
 from llava.data.dataset import ConversationDataset, load_records
@@ -112,36 +111,6 @@ def fingerprint(recipe: Recipe, inputs) -> dict:
             "deepspeed": recipe.deepspeed}
 
 
-def _untied_copy(model: torch.nn.Module) -> dict:
-    """A CPU copy of the state dict with each shared tensor once (the tied lm_head is not written)."""
-    seen, state = set(), {}
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        if id(tensor) not in seen:
-            seen.add(id(tensor))
-            state[name] = tensor.detach().cpu().clone()
-    return state
-
-
-def _final_weights_writer(trainer: LlavaTrainer):
-    """Full weights under the model's own parameter names.
-
-    Under ZeRO-3, transformers' save_model writes keys such as `language_model.model.model.*` that
-    from_pretrained then drops (the LLM silently stays random), so the shards are gathered here and
-    the unwrapped model saves itself. Every rank must call this.
-    """
-    def write(folder: Path) -> None:
-        model = trainer.model
-        if is_deepspeed_zero3_enabled():
-            import deepspeed
-            with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-                if trainer.is_world_process_zero():
-                    model.save_pretrained(folder, state_dict=_untied_copy(model))
-        elif trainer.is_world_process_zero():
-            model.save_pretrained(folder)
-        trainer.accelerator.wait_for_everyone()
-    return write
-
-
 def _resume_point(trainer: LlavaTrainer, store: ResumableCheckpoints, ledger: SkipLedger,
                   events: EventLog) -> Checkpoint | None:
     """Main process drops unmarked leftovers (and a stale skip ledger on a fresh start); all ranks then agree."""
@@ -218,7 +187,7 @@ def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Pat
         if stop.stop_requested and step < trainer.state.max_steps:
             events.emit("stop", f"stopped by {stop.signal_name} after step {step}", step=step, signal=stop.signal_name)
             raise TrainingStopped(_stopped_message(recipe, stop, store, step))
-        output = save_checkpoint(built, layout.resolve(recipe.output), write_weights=_final_weights_writer(trainer),
+        output = save_checkpoint(built, layout.resolve(recipe.output), write_weights=trainer.save_model,
                                  is_main=trainer.is_world_process_zero())
     train_loss = _stage_loss(store, result, step)
     skipped = len(collator.ledger.seen_ids())

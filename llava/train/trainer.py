@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import torch
 from transformers import Trainer
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 from llava.data.sampler import ModalityLengthSampler
 from llava.model.tunable import optimizer_groups
@@ -42,6 +44,23 @@ class LlavaTrainer(Trainer):
             finally:
                 self._staging_dir = None
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Weights under the model's own names, for the final folder and every resumable checkpoint.
+
+        Under ZeRO-3, transformers' own save writes keys such as `language_model.model.model.*` that
+        from_pretrained then drops (the LLM silently stays random), so the shards are gathered here and
+        the unwrapped model saves itself. No pickled training_args.bin. Every rank must call this.
+        """
+        folder = output_dir or self.args.output_dir
+        if is_deepspeed_zero3_enabled():
+            import deepspeed
+            with deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None):
+                if self.args.should_save:
+                    self.model.save_pretrained(folder, state_dict=_untied_copy(self.model))
+        elif self.args.should_save:
+            self.model.save_pretrained(folder)
+        self.accelerator.wait_for_everyone()
+
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         """Resume the weights with the model's key mapping and strict loading (see load_model_weights)."""
         if self.is_deepspeed_enabled or self.is_fsdp_enabled:
@@ -67,3 +86,13 @@ class LlavaTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = forward_batch(model, inputs, self.forward_options)
         return (loss, outputs) if return_outputs else loss
+
+
+def _untied_copy(model: torch.nn.Module) -> dict:
+    """A CPU copy of the state dict with each shared tensor once (the tied lm_head is not written)."""
+    seen, state = set(), {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            state[name] = tensor.detach().cpu().clone()
+    return state
