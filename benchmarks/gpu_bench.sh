@@ -13,15 +13,16 @@ set -euo pipefail
 out="${1:-runs/bench}"
 steps="${BENCH_STEPS:-3}"
 cap="${BENCH_RUN_TIMEOUT:-80}"   # seconds per run; 6 runs + the cpu_adam build stay under 10 minutes
-python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_bench.sh needs a CUDA GPU')"
+py="${PYTHON:-python}"          # the module form needs no console script (PYTHONPATH installs)
+"$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_bench.sh needs a CUDA GPU')"
 mkdir -p "$out"
 echo "== building DeepSpeed's cpu_adam (the seed's offloaded optimizer) once" >&2
-timeout 100 python -c "from deepspeed.ops.op_builder import CPUAdamBuilder; CPUAdamBuilder().load()" \
+timeout 100 "$py" -c "from deepspeed.ops.op_builder import CPUAdamBuilder; CPUAdamBuilder().load()" \
   > "$out/cpu_adam-build.log" 2>&1 || echo "   cpu_adam build failed or slow: see $out/cpu_adam-build.log" >&2
 for stage in stage1 stage1_5 stage2; do
   for profile in seed fast; do
     echo "== $stage $profile" >&2
-    if ! timeout "$cap" llava-kit bench "$stage" --size real --profile "$profile" --steps "$steps" \
+    if ! timeout "$cap" "$py" -m llava.cli bench "$stage" --size real --profile "$profile" --steps "$steps" \
          --set training.keep_global_batch=false --loader-seconds 1 --json --out "$out/$stage-$profile.json" \
          > /dev/null 2> "$out/$stage-$profile.log"; then
       echo "   failed or over ${cap}s: see $out/$stage-$profile.log" >&2
@@ -29,4 +30,4 @@ for stage in stage1 stage1_5 stage2; do
     fi
   done
 done
-python -m llava.bench.report "$out"/*.json | tee "$out/table.md"
+"$py" -m llava.bench.report "$out"/*.json | tee "$out/table.md"

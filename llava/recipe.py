@@ -70,7 +70,7 @@ class ModelSpec(_Strict):
     patch_merge: Literal["flat", "spatial_unpad"] = "flat"
     image_token: str = "<image>"
     image_token_index: int | None = Field(None, description="checked against the tokenizer when set")
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "torch_varlen"] = "sdpa"
     projector_hidden_act: str = "gelu"
 
 
@@ -110,7 +110,7 @@ class TrainingSpec(_Strict):
         "micro_batch", description="micro_batch: token mean over the micro-batch (the seed); per_sample: mean over "
                                    "samples of each sample's token mean (equals the seed's at per_device_batch 1)")
     packing: bool = Field(False, description="one row per micro-batch, position_ids restart per sample; only "
-                                             "where flash_attention_2 runs (varlen), padded otherwise")
+                                             "where a varlen attention runs (flash_attention_2, torch_varlen), padded otherwise")
 
     @model_validator(mode="after")
     def _loss_settings_agree(self) -> "TrainingSpec":
@@ -165,6 +165,9 @@ def resolve_recipe_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         return path
+    if not STAGES_DIR.is_dir():
+        raise KitError(f"llava-kit's recipes are not at {STAGES_DIR}: stages/ and eval/ live in the repository, "
+                       "not in a wheel; install from a clone with `pip install -e .`, or pass a recipe path")
     candidate = STAGES_DIR / f"{name_or_path}.yaml"
     if candidate.is_file():
         return candidate

@@ -111,3 +111,80 @@ def test_text_only_batch_keeps_the_tower_in_the_graph(tiny, items):
     assert vision.grad is not None and torch.count_nonzero(vision.grad) == 0  # touched, zero-weighted
     plain, _ = loss_and_grads(model, [items[2], items[2]], options)
     assert loss.item() > 0 and torch.allclose(loss.detach(), plain, rtol=1e-5)
+
+@pytest.fixture(scope="module")
+def varlen_twin(tiny):
+    """The same weights on `torch_varlen` attention (PyTorch's varlen kernel on CUDA, per-segment SDPA here)."""
+    bench, model = tiny
+    recipe = load_recipe(STAGES_DIR / "smoke" / "stage2.yaml", ["model.attn_implementation=torch_varlen"])
+    twin = build_bench_model(recipe, "tiny").model.train()
+    twin.load_state_dict(model.state_dict())
+    assert twin.config.text_config._attn_implementation == "torch_varlen"
+    return twin
+
+
+@pytest.mark.parametrize("options", [ForwardOptions("selected", "per_sample", packing=True),
+                                     ForwardOptions("model", packing=True), SEED])
+def test_torch_varlen_equals_padded_sdpa(tiny, varlen_twin, items, options):
+    """Packed rows on torch_varlen give the padded SDPA batch's loss and gradients (padded: SDPA's mask)."""
+    _, model = tiny
+    reference = ForwardOptions(options.loss_impl, options.loss_average, packing=False)
+    loss, grads = loss_and_grads(model, items, reference)
+    fast_loss, fast_grads = loss_and_grads(varlen_twin, items, options)
+    assert fast_loss.item() == pytest.approx(loss.item(), rel=1e-6)
+    assert torch.allclose(fast_grads, grads, atol=1e-6, rtol=1e-4)
+
+
+def test_varlen_segments_and_mask():
+    """Segments start at every position id 0 and every row; a mask is built only where something is padded."""
+    from transformers.masking_utils import causal_mask_function
+
+    from llava.model.varlen_attention import segment_bounds, varlen_mask
+    packed = torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]])
+    assert segment_bounds(packed, 1, 9, torch.device("cpu")).tolist() == [0, 3, 5, 9]
+    assert segment_bounds(None, 3, 4, torch.device("cpu")).tolist() == [0, 4, 8, 12]
+    full, padded = torch.ones(2, 5, dtype=torch.long), torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    common = {"batch_size": 2, "q_length": 5, "kv_length": 5, "mask_function": causal_mask_function}
+    assert varlen_mask(**common, attention_mask=full) is None and varlen_mask(**common, attention_mask=None) is None
+    mask = varlen_mask(**common, attention_mask=padded.bool())
+    assert mask.shape == (2, 1, 5, 5) and not mask[1, 0, 4, 3] and mask[1, 0, 2, 1] and not mask[0, 0, 1, 2]
+    continuation = varlen_mask(**{**common, "q_length": 2, "q_offset": 3}, attention_mask=full.bool())
+    assert continuation.shape == (2, 1, 2, 5) and continuation[0, 0, 0, 3] and not continuation[0, 0, 0, 4]
+
+
+def test_packing_runs_on_torch_varlen(varlen_twin):
+    recipe = load_recipe(STAGES_DIR / "smoke" / "stage2.yaml", ["training.packing=true", "training.loss_impl=selected"])
+    assert forward_options(recipe, varlen_twin) == ForwardOptions("selected", "micro_batch", True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_torch_varlen_kernel_matches_sdpa_segments_in_bf16():
+    """PyTorch's varlen flash kernel against per-segment SDPA, GQA and causal, forward and backward."""
+    from llava.model.varlen_attention import _flash_segments, _sdpa_segments, kernel_available, segment_bounds
+    assert kernel_available()
+    generator = torch.Generator("cuda").manual_seed(0)
+    positions = torch.cat([torch.arange(n) for n in (700, 1300, 35, 2000)])[None].cuda()
+    bounds = segment_bounds(positions, 1, positions.shape[1], positions.device)
+    q, k, v = (torch.randn(positions.shape[1], heads, 64, device="cuda", generator=generator, dtype=torch.bfloat16)
+               .requires_grad_() for heads in (14, 2, 2))
+    results = []
+    for attend in (_flash_segments, _sdpa_segments):
+        out = attend(q, k, v, bounds, True, 0.125)
+        grads = torch.autograd.grad(out.float().square().sum(), (q, k, v))
+        results.append((out.float(), [g.float() for g in grads]))
+    (out, grads), (ref, ref_grads) = results
+    assert (out - ref).abs().max() < 2e-2
+    assert all((g - r).norm() / r.norm() < 2e-2 for g, r in zip(grads, ref_grads))
+
+
+def test_torch_varlen_generates_what_sdpa_generates(tiny, varlen_twin):
+    """Prefill through varlen, cached decoding through SDPA: the same greedy tokens and logits."""
+    _, model = tiny
+    prompt = torch.tensor([[21, 57, 300, 44, 12, 99, 7]])
+    outs = [m.eval().generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6,
+                              do_sample=False, output_logits=True, return_dict_in_generate=True)
+            for m in (model, varlen_twin)]
+    model.train(), varlen_twin.train()
+    assert torch.equal(outs[0].sequences, outs[1].sequences)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(outs[0].logits, outs[1].logits))

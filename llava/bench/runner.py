@@ -160,6 +160,8 @@ def run_bench(stage: str, *, size: str = "tiny", profile: str | None = "fast", s
 
 def describe(recipe: Recipe, bench: BenchModel, size: str, global_batch: int, loader: dict) -> dict:
     import importlib.util
+
+    from llava.train.forward import packs_varlen
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name, peak = device_peak(device)
     liger = torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None
@@ -171,7 +173,7 @@ def describe(recipe: Recipe, bench: BenchModel, size: str, global_batch: int, lo
         "loss_impl": recipe.training.loss_impl, "loss_average": recipe.training.loss_average,
         "liger_kernel": liger,
         "loss_impl_effective": "selected" if recipe.training.loss_impl == "liger" and not liger else recipe.training.loss_impl,
-        "packing": recipe.training.packing and bench.model.config._attn_implementation == "flash_attention_2",
+        "packing": recipe.training.packing and packs_varlen(bench.model),
         "gradient_checkpointing": recipe.training.gradient_checkpointing,
         "per_device_batch": recipe.training.per_device_batch, "global_batch": global_batch,
         "dataloader_workers": recipe.training.dataloader_num_workers, "dataloader": loader,

@@ -6,6 +6,7 @@ settings that make the HF classes reproduce the original (recipe-semantics §7).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, Llava
 
 from llava.data.processor import ImageOnlyOnevisionProcessor, build_processor, load_processor
 from llava.errors import KitError
+from llava.model import varlen_attention
 from llava.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -37,15 +39,24 @@ def _require_dir(path: Path, what: str) -> Path:
 
 
 def attn_implementation(requested: str) -> str:
-    """flash-attn only where it is installed and a GPU runs; otherwise transformers' SDPA."""
+    """The attention that can run here for the one the recipe asks for.
+
+    flash_attention_2 needs the flash-attn package and a GPU; without the package, PyTorch's own varlen
+    flash kernel (`torch_varlen`) keeps packing on a GPU; without a GPU, SDPA.
+    """
+    if requested == varlen_attention.NAME:
+        return varlen_attention.register()
     if requested != "flash_attention_2":
         return requested
-    try:
-        import flash_attn  # noqa: F401
-    except ImportError:
-        log.warning("flash_attention_2 requested but flash-attn is not installed: using sdpa")
+    if not torch.cuda.is_available():
         return "sdpa"
-    return requested if torch.cuda.is_available() else "sdpa"
+    if importlib.util.find_spec("flash_attn") is not None:
+        return requested
+    if varlen_attention.kernel_available():
+        log.info("flash-attn is not installed: using PyTorch's varlen flash kernel (%s)", varlen_attention.NAME)
+        return varlen_attention.register()
+    log.warning("flash_attention_2 requested but neither flash-attn nor torch's varlen kernel is here: using sdpa")
+    return "sdpa"
 
 
 def add_media_tokens(tokenizer) -> None:

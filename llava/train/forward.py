@@ -10,8 +10,9 @@ how the loss is computed, never its value beyond float rounding:
   in stages 1.5/2), instead of a (tokens x 151936) float tensor;
 - `liger`: Liger's fused linear cross-entropy on those positions, where liger-kernel and CUDA exist;
 - `per_sample`: mean over samples of each sample's token mean, the seed's loss at per_device_batch 1;
-- `packing`: the micro-batch becomes one row, position_ids restart at each sample, and transformers'
-  flash-attn varlen path (or its block-diagonal mask for sdpa) keeps samples apart.
+- `packing`: the micro-batch becomes one row, position_ids restart at each sample, and a varlen
+  attention (flash-attn's, or PyTorch's as `torch_varlen`) keeps samples apart; the tests also run it
+  through sdpa, whose block-diagonal mask transformers builds from the restarting position_ids.
 """
 
 from __future__ import annotations
@@ -35,12 +36,21 @@ class ForwardOptions:
     packing: bool = False
 
 
+VARLEN_ATTENTION = ("flash_attention_2", "torch_varlen")
+
+
+def packs_varlen(model: torch.nn.Module) -> bool:
+    """Packed rows stay apart without a dense mask only on a varlen attention."""
+    return unwrap(model).config._attn_implementation in VARLEN_ATTENTION
+
+
 def forward_options(recipe, model: torch.nn.Module) -> ForwardOptions:
-    """The recipe's loss settings, with packing only where flash_attention_2 actually runs."""
+    """The recipe's loss settings, with packing only where a varlen attention actually runs."""
     spec = recipe.training
     packing = spec.packing
-    if packing and unwrap(model).config._attn_implementation != "flash_attention_2":
-        log.warning("training.packing needs flash_attention_2 (varlen); using padded batches")
+    if packing and not packs_varlen(model):
+        log.warning("training.packing needs a varlen attention (flash_attention_2 or torch_varlen); "
+                    "using padded batches")
         packing = False
     return ForwardOptions(spec.loss_impl, spec.loss_average, packing)
 

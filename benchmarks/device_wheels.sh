@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Fill .whl/ with the wheels of benchmarks/device-wheels.txt for the lent GPU machine (CPython 3.12,
+# x86_64, no network there). Run here, in the repository root, where PyPI is reachable; then name .whl
+# in the device call's `carry` and run benchmarks/device_session.sh there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .whl
+grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+pins=$(grep -v '^#' benchmarks/device-wheels.txt | grep -v '^deepspeed==' | tr '\n' ' ')
+platforms=""
+for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64; do
+  platforms+=" --platform $p"
+done
+# shellcheck disable=SC2086  # word splitting of the pin and platform lists is intended
+python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  $platforms -d .whl $pins
+DS_BUILD_OPS=0 python -m pip wheel -q --no-deps --no-build-isolation -w .whl \
+  "$(grep '^deepspeed==' benchmarks/device-wheels.txt)"
+du -sh .whl
