@@ -2,8 +2,10 @@
 # a pinned commit (it is not on PyPI) and installed with its own requirements.txt.
 # Same digest-pinned CUDA base as docker/Dockerfile (shared layers); no DeepSpeed or flash-attn needed:
 # VLMEvalKit's LLaVA_OneVision_HF loads the HF-native checkpoint with plain from_pretrained.
-# docker/requirements-eval.txt steers VLMEvalKit's unpinned requirements: a matching torch/torchvision
-# pair (vlmeval.dataset imports torchvision), rouge-score (imported, not listed), and llava-kit's pins.
+# torch is the train image's: the same TORCH_VERSION (pyproject.toml's pin) from the same cu128 PyTorch
+# index, with its matching torchvision (vlmeval.dataset imports it); the tests keep these ARGs equal to
+# docker/Dockerfile's. docker/requirements-eval.txt steers VLMEvalKit's unpinned requirements: that
+# torch/torchvision pair, rouge-score (imported, not listed), and llava-kit's pins.
 ARG CUDA_BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04@sha256:ad6d59a3bbf3e82c1c849c9ac09cfc2a3e0bbb8655042fd899be6681b3fe2a85
 
 FROM ${CUDA_BASE_IMAGE}
@@ -37,14 +39,31 @@ RUN git init --quiet . \
  && test "$(git rev-parse HEAD)" = "$VLMEVALKIT_COMMIT" \
  && rm -rf .git
 
-# requirements-eval.lock (docker/lock.py eval) pins the whole resolved set and is used as constraints,
-# so the checkout's own requirements.txt decides what is installed and the lock decides the versions.
+# torch and torchvision first, from TORCH_CUDA_INDEX: their cu128 builds match the base's CUDA 12.8 (the
+# build stops when torch's CUDA major differs), and torch's wheel pins its nvidia-* libraries and triton
+# exactly. requirements-eval.lock (docker/lock.py eval) pins the rest of the resolved set, without
+# torch, torchvision, triton, nvidia-* or cuda-* lines, and is used as constraints, so the checkout's own
+# requirements.txt decides what is installed and the lock decides the versions. torch-pins.txt pins
+# torch and torchvision to the versions just installed, so that step cannot replace them (their +cu128
+# builds satisfy ==X, and pip keeps an installed distribution that satisfies).
+# The optional build secret `pip_ca` is a CA bundle for hosts behind a TLS proxy; it is never stored.
+ARG TORCH_VERSION=2.13.0
+ARG TORCHVISION_VERSION=0.28.0
+ARG TORCH_CUDA_INDEX=https://download.pytorch.org/whl/cu128
 COPY docker/requirements-eval.txt docker/requirements-eval.lock /tmp/
 RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
-    pip install -r /opt/VLMEvalKit/requirements.txt -r /tmp/requirements-eval.txt -c /tmp/requirements-eval.lock \
+    pip install --index-url "$TORCH_CUDA_INDEX" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
+ && torch_cuda="$(python -c 'import torch; print(torch.version.cuda)')" \
+ && if [ "${torch_cuda%%.*}" != "${CUDA_VERSION%%.*}" ]; then \
+      echo "torch from $TORCH_CUDA_INDEX is built for CUDA $torch_cuda, the base's CUDA is $CUDA_VERSION" >&2; \
+      exit 1; \
+    fi \
+ && printf 'torch==%s\ntorchvision==%s\n' "$TORCH_VERSION" "$TORCHVISION_VERSION" > /tmp/torch-pins.txt \
+ && pip install -r /opt/VLMEvalKit/requirements.txt -r /tmp/requirements-eval.txt \
+      -c /tmp/requirements-eval.lock -c /tmp/torch-pins.txt \
  && pip install --no-deps -e /opt/VLMEvalKit \
- && rm /tmp/requirements-eval.txt /tmp/requirements-eval.lock
+ && rm /tmp/requirements-eval.txt /tmp/requirements-eval.lock /tmp/torch-pins.txt
 
 # llava-kit itself, editable and without dependencies (they came from the lock above): the package
 # finds stages/, eval/ and its data files next to itself, so the image keeps the repository layout.
@@ -59,8 +78,10 @@ ENV LITELLM_LOCAL_MODEL_COST_MAP=True \
     LMUData=/data/LMUData \
     VLMEVALKIT_COMMIT=${VLMEVALKIT_COMMIT}
 
-# Fail the build when vlmeval, torchvision or llava-kit do not import together.
-RUN python -c "import torch, torchvision, vlmeval, vlmeval.dataset, rouge_score, llava.cli; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" \
+# Fail the build when vlmeval, torchvision or llava-kit do not import together; the log shows which
+# torch build was installed (expected: torch 2.13.0+cu128 cuda 12.8 torchvision 0.28.0+cu128).
+RUN python -c "import torch, torchvision; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'torchvision', torchvision.__version__)" \
+ && python -c "import vlmeval, vlmeval.dataset, rouge_score, llava.cli" \
  && llava-kit --help > /dev/null
 
 ARG UID=1000

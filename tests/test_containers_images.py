@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import importlib.util
 import os
 import re
 import shutil
@@ -21,6 +22,19 @@ HADOLINT = Path(sys.executable).parent / "hadolint"
 REFRESH = ROOT / "scripts" / "refresh-digests.py"
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 VLMEVALKIT_COMMIT = "e8e78f05c3080fe28154f2130321f17951c3be94"
+# what the GPU images install from the PyTorch index, and what torch's CUDA wheel brings with it
+TORCH_OWNED = re.compile(r"torch|torchvision|triton|nvidia-.*|cuda-.*")
+
+
+def _load_lock_tool():
+    """docker/lock.py is a script, not a package module: load it from its path."""
+    spec = importlib.util.spec_from_file_location("docker_lock", ROOT / "docker" / "lock.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+LOCK_TOOL = _load_lock_tool()
 
 
 def pyproject_pins() -> dict[str, str]:
@@ -116,30 +130,227 @@ def test_lock_pins_everything_exactly_and_agrees_with_pyproject(variant):
 
 
 def test_torch_builds_per_variant():
+    torch_pin = pyproject_pins()["torch"]
     cpu = read_pins(ROOT / "docker" / "requirements-cpu.lock")
+    assert cpu["torch"] == torch_pin + "+cpu"
+    assert not any(TORCH_OWNED.fullmatch(name) for name in cpu if name != "torch")
+    # the cuda image installs pyproject's torch version, built for the base image's CUDA (12.8.1 -> cu128)
+    args = arg_defaults(ROOT / "docker" / "Dockerfile")
+    assert args["TORCH_VERSION"] == torch_pin
+    cuda_release = re.search(r"nvidia/cuda:(\d+)\.(\d+)\.", args["CUDA_BASE_IMAGE"])
+    assert args["TORCH_CUDA_INDEX"] == f"https://download.pytorch.org/whl/cu{cuda_release[1]}{cuda_release[2]}"
+    assert args["FLASH_ATTN_WHEEL"] == ""  # flash-attn is optional: packing runs on torch's varlen kernel
+
+
+def test_cuda_lock_leaves_torch_and_its_cuda_stack_to_the_torch_index():
     cuda = read_pins(ROOT / "docker" / "requirements-cuda.lock")
-    assert cpu["torch"] == pyproject_pins()["torch"] + "+cpu"
-    # torch 2.8.0 is the newest with prebuilt flash-attn 2.8.3 wheels; PyPI's 2.8.0 is the cu128 build
-    assert cuda["torch"] == "2.8.0"
-    assert cuda["nvidia-cuda-runtime-cu12"].startswith("12.8.")
-    assert not any(name.startswith("nvidia-") for name in cpu)
-    wheel = arg_defaults(ROOT / "docker" / "Dockerfile")["FLASH_ATTN_WHEEL"]
-    assert "flash_attn-2.8.3+cu12torch2.8cxx11abiTRUE-cp311-cp311-linux_x86_64.whl" in wheel
+    owned = sorted(name for name in cuda if TORCH_OWNED.fullmatch(name))
+    assert owned == [], f"requirements-cuda.lock pins {owned}: they come with torch from the PyTorch index"
+    # the image-only pins are in the lock at the same version; liger-kernel (triton) stays out of the CPU lock
+    image_only = read_pins(ROOT / "docker" / "requirements-cuda.in")
+    assert image_only["liger-kernel"] == "0.8.5"
+    for name, version in image_only.items():
+        assert cuda.get(name) == version, f"requirements-cuda.lock: {name} {cuda.get(name)} != {version} (run lock.py)"
+    cpu = read_pins(ROOT / "docker" / "requirements-cpu.lock")
+    assert "liger-kernel" not in cpu and "liger-kernel" not in pyproject_pins()
+    header = (ROOT / "docker" / "requirements-cuda.lock").read_text().replace("\n# ", " ")
+    assert f"installs torch=={pyproject_pins()['torch']} from" in header
+
+
+def test_lock_tool_resolves_pyprojects_torch_and_drops_what_torch_brings():
+    resolve_input = LOCK_TOOL.package_requirements(keep_torch=True)
+    assert f"torch=={pyproject_pins()['torch']}" in resolve_input
+    assert not any(spec.startswith("torch") for spec in LOCK_TOOL.package_requirements())
+    assert not any(spec.startswith(("pytest", "hadolint")) for spec in resolve_input)  # dev stays out
+    resolved = {"torch": "2.13.0", "triton": "3.7.1", "nvidia-nccl-cu12": "2.27.3", "nvidia-cudnn-cu13": "9.20.0.48",
+                "cuda-bindings": "13.5.0", "liger-kernel": "0.8.5", "numpy": "2.4.6", "filelock": "4.3.1"}
+    kept, header = LOCK_TOOL.leave_torch_to_its_index(resolved, "docker/Dockerfile")
+    assert kept == {"liger-kernel": "0.8.5", "numpy": "2.4.6", "filelock": "4.3.1"}
+    assert "docker/Dockerfile installs torch==2.13.0 from" in header.replace("\n# ", " ")
+    _, header = LOCK_TOOL.leave_torch_to_its_index({"torch": "2.13.0+cpu", "numpy": "2.4.6"}, "docker/Dockerfile")
+    # the CPU wheel this machine resolves with names the same version, and torchvision is not claimed
+    assert "torch==2.13.0 from" in header.replace("\n# ", " ") and "torchvision" not in header
+    with pytest.raises(SystemExit, match="no torch"):
+        LOCK_TOOL.leave_torch_to_its_index({"numpy": "2.4.6"}, "docker/Dockerfile")
+
+
+def test_lock_tool_leaves_the_eval_images_torch_pair_to_the_index_but_keeps_torchmetrics():
+    assert LOCK_TOOL.FROM_TORCH_INDEX == {"cuda": "docker/Dockerfile", "eval": "docker/eval.Dockerfile"}
+    resolved = {"torch": "2.13.0+cpu", "torchvision": "0.28.0+cpu", "torchmetrics": "1.9.0", "triton": "3.7.1",
+                "nvidia-cublas-cu12": "12.8.4.1", "timm": "1.0.31", "open-clip-torch": "3.2.0"}
+    kept, header = LOCK_TOOL.leave_torch_to_its_index(resolved, "docker/eval.Dockerfile")
+    assert kept == {"torchmetrics": "1.9.0", "timm": "1.0.31", "open-clip-torch": "3.2.0"}
+    one_line = header.replace("\n# ", " ")
+    assert one_line.startswith("# No torch, torchvision, triton, nvidia-* or cuda-* lines")
+    assert "docker/eval.Dockerfile installs torch==2.13.0 and torchvision==0.28.0 from the PyTorch CUDA index" in one_line
+    assert all(len(line) <= 106 for line in header.splitlines())
+
+
+@pytest.mark.parametrize(("variant", "dockerfile"), [("cuda", "Dockerfile"), ("eval", "eval.Dockerfile")])
+def test_lock_headers_are_what_lock_tool_writes(variant, dockerfile):
+    """The committed locks say why torch is missing in lock.py's own words, for the versions the images install."""
+    args = arg_defaults(ROOT / "docker" / dockerfile)
+    builds = {"torch": args["TORCH_VERSION"]}
+    if variant == "eval":
+        builds["torchvision"] = args["TORCHVISION_VERSION"]
+    _, why = LOCK_TOOL.leave_torch_to_its_index(builds, f"docker/{dockerfile}")
+    source = "vlmevalkit-requirements.in and requirements-eval.txt" if variant == "eval" \
+        else "pyproject.toml and requirements-cuda.in"
+    expected = LOCK_TOOL.HEADER.format(source=source, variant=variant) + why
+    text = (ROOT / "docker" / f"requirements-{variant}.lock").read_text()
+    assert text.startswith(expected), f"requirements-{variant}.lock: header is stale (run docker/lock.py {variant})"
+
+
+# pip as a recorder: each call is logged, and so is the content of the torch pins the eval step writes
+_PIP_RECORDER = """#!/bin/sh
+echo "pip $*" >> "$PIP_LOG"
+for arg in "$@"; do case "$arg" in *torch-pins.txt) sed 's/^/  /' "$arg" >> "$PIP_LOG" ;; esac; done
+"""
+
+
+def _install_step(variant: str, tmp_path: Path, torch_cuda: str = "12.8", dockerfile: str = "Dockerfile",
+                  **args: str) -> tuple[int, str, list[str]]:
+    """Run a Dockerfile's package RUN through bash with pip and python as recorders.
+
+    The PyTorch index is not reachable here, so the pip calls are recorded, not made; what this proves
+    is the order, the indexes and the conditions the step's shell logic gives each variant.
+    """
+    copied = ["requirements-eval.lock", "requirements-eval.txt"] if dockerfile == "eval.Dockerfile" \
+        else ["requirements.lock"]
+    marker = copied[0]
+    runs = [i["value"] for i in DockerfileParser(str(ROOT / "docker" / dockerfile)).structure
+            if i["instruction"] == "RUN" and marker in i["value"]]
+    script = runs[0].split(" ", 1)[1].replace("/tmp/", f"{tmp_path}/")  # past --mount=type=secret
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pip").write_text(_PIP_RECORDER)
+    (bin_dir / "python").write_text('#!/bin/sh\necho "$TORCH_CUDA"\n')  # what torch.version.cuda prints
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    for name in copied:
+        (tmp_path / name).write_text("deepspeed==0.19.8\nnumpy==2.4.6\n")
+    env = {**arg_defaults(ROOT / "docker" / dockerfile), **args, "VARIANT": variant, "TORCH_CUDA": torch_cuda,
+           "CUDA_VERSION": "12.8.1", "PIP_LOG": str(tmp_path / "pip.log"), "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    log = tmp_path / "pip.log"
+    return done.returncode, done.stderr, log.read_text().splitlines() if log.exists() else []
+
+
+def test_cuda_install_step_takes_torch_from_the_cuda_index_before_the_lock(tmp_path):
+    rc, err, calls = _install_step("cuda", tmp_path)
+    assert rc == 0, err
+    torch_pin = pyproject_pins()["torch"]
+    assert calls == [f"pip install --index-url https://download.pytorch.org/whl/cu128 torch=={torch_pin}",
+                     f"pip install -r {tmp_path}/without-deepspeed.lock",
+                     f"pip install --no-deps --no-build-isolation --use-pep517 -r {tmp_path}/deepspeed.lock"]
+    assert not list(tmp_path.glob("*.lock"))  # cleaned up
+
+
+def test_cuda_install_step_refuses_a_torch_for_another_cuda_major(tmp_path):
+    rc, err, calls = _install_step("cuda", tmp_path, torch_cuda="13.0",
+                                   TORCH_CUDA_INDEX="https://download.pytorch.org/whl/cu130")
+    assert rc != 0
+    assert "built for CUDA 13.0, the base's nvcc is 12.8.1" in err
+    assert len(calls) == 1  # nothing after torch, DeepSpeed's op build least of all
+
+
+def test_eval_install_step_takes_the_torch_pair_from_the_cuda_index_and_holds_it(tmp_path):
+    rc, err, calls = _install_step("cuda", tmp_path, dockerfile="eval.Dockerfile")
+    assert rc == 0, err
+    torch_pin = pyproject_pins()["torch"]
+    torchvision = read_pins(ROOT / "docker" / "requirements-eval.txt")["torchvision"]
+    assert calls == [
+        f"pip install --index-url https://download.pytorch.org/whl/cu128 torch=={torch_pin} torchvision=={torchvision}",
+        f"pip install -r /opt/VLMEvalKit/requirements.txt -r {tmp_path}/requirements-eval.txt"
+        f" -c {tmp_path}/requirements-eval.lock -c {tmp_path}/torch-pins.txt",
+        # VLMEvalKit's unpinned `torch`/`torchvision` cannot move: both are held at what was just installed
+        f"  torch=={torch_pin}",
+        f"  torchvision=={torchvision}",
+        "pip install --no-deps -e /opt/VLMEvalKit",
+    ]
+    assert not list(tmp_path.glob("*.lock")) and not list(tmp_path.glob("*.txt"))  # cleaned up
+
+
+def test_eval_install_step_refuses_a_torch_for_another_cuda_major(tmp_path):
+    rc, err, calls = _install_step("cuda", tmp_path, torch_cuda="13.0", dockerfile="eval.Dockerfile",
+                                   TORCH_CUDA_INDEX="https://download.pytorch.org/whl/cu130")
+    assert rc != 0
+    assert "built for CUDA 13.0, the base's CUDA is 12.8.1" in err
+    assert len(calls) == 1  # VLMEvalKit's requirements are never installed on top of it
+
+
+def test_flash_attn_wheel_is_installed_only_when_given(tmp_path):
+    wheel = "https://example.invalid/flash_attn-2.8.3-cp311-cp311-linux_x86_64.whl"
+    rc, err, calls = _install_step("cuda", tmp_path, FLASH_ATTN_WHEEL=wheel)
+    assert rc == 0, err
+    assert calls[-1] == f"pip install --no-deps -r {tmp_path}/flash-attn.lock"
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    assert 'if [ "$VARIANT" = cuda ] && [ -n "$FLASH_ATTN_WHEEL" ]; then python -c "import flash_attn' in text
+
+
+@pytest.mark.parametrize(("torch_index", "expected"), [
+    ("auto", "pip install --extra-index-url https://download.pytorch.org/whl/cpu -r {}/without-deepspeed.lock"),
+    ("", "pip install -r {}/without-deepspeed.lock"),  # .ci/docker-engine.sh: PyPI plus a local wheel
+])
+def test_cpu_install_step_is_unchanged(tmp_path, torch_index, expected):
+    rc, err, calls = _install_step("cpu", tmp_path, TORCH_INDEX_URL=torch_index)
+    assert rc == 0, err
+    assert calls == [expected.format(tmp_path),
+                     f"pip install --no-deps --no-build-isolation --use-pep517 -r {tmp_path}/deepspeed.lock"]
+
+
+def test_build_checks_that_the_stack_imports():
+    checks = [i["value"] for i in DockerfileParser(str(ROOT / "docker" / "Dockerfile")).structure
+              if i["instruction"] == "RUN" and "llava.cli" in i["value"]]
+    assert len(checks) == 1
+    for needed in ("torch.__version__", "torch.version.cuda", "from torch.nn.attention.varlen import varlen_attn",
+                   "import transformers, deepspeed, llava.cli"):
+        assert needed in checks[0]
+    # .ci/docker-engine.sh greps this line from the build log
+    assert "print('transformers', transformers.__version__, 'deepspeed', deepspeed.__version__)" in checks[0]
+
+
+def test_eval_build_checks_that_the_stack_imports():
+    checks = [i["value"] for i in DockerfileParser(str(ROOT / "docker" / "eval.Dockerfile")).structure
+              if i["instruction"] == "RUN" and "llava.cli" in i["value"]]
+    assert len(checks) == 1
+    assert ("print('torch', torch.__version__, 'cuda', torch.version.cuda, 'torchvision', torchvision.__version__)"
+            in checks[0])
+    assert "import vlmeval, vlmeval.dataset, rouge_score, llava.cli" in checks[0]
+
+
+def test_both_gpu_images_install_pyprojects_torch_from_one_index():
+    """One torch for training and eval: pyproject's pin, from the same PyTorch CUDA index, in both images."""
+    train = arg_defaults(ROOT / "docker" / "Dockerfile")
+    evaluation = arg_defaults(ROOT / "docker" / "eval.Dockerfile")
+    torch_pin = pyproject_pins()["torch"]
+    assert train["TORCH_VERSION"] == evaluation["TORCH_VERSION"] == torch_pin
+    assert train["TORCH_CUDA_INDEX"] == evaluation["TORCH_CUDA_INDEX"]
+    assert train["CUDA_BASE_IMAGE"] == evaluation["CUDA_BASE_IMAGE"]  # the index's cu128 matches both bases
+    # requirements-eval.txt, which lock.py resolves the eval lock with, names the same pair the image installs
+    eval_pins = read_pins(ROOT / "docker" / "requirements-eval.txt")
+    assert eval_pins["torch"] == torch_pin
+    assert eval_pins["torchvision"] == evaluation["TORCHVISION_VERSION"]
+    # a matching pair: torch 2.N.p <-> torchvision 0.(N+15).p (torchvision 0.28.0 requires torch==2.13.0)
+    major, minor, patch = (int(part) for part in torch_pin.split("."))
+    assert evaluation["TORCHVISION_VERSION"] == f"0.{minor + 15}.{patch}" and major == 2
 
 
 def test_eval_image_pins():
     eval_pins = read_pins(ROOT / "docker" / "requirements-eval.txt")
-    cuda = read_pins(ROOT / "docker" / "requirements-cuda.lock")
-    assert eval_pins["torch"] == cuda["torch"] and eval_pins["torchvision"] == "0.23.0"  # torch 2.8's pair
     assert "rouge-score" in eval_pins
     for name, version in pyproject_pins().items():
-        if name in eval_pins and name != "torch":
+        if name in eval_pins:
             assert eval_pins[name] == version, name
-    # the constraints lock is VLMEvalKit's resolved set and keeps every steering pin
+    # the constraints lock is VLMEvalKit's resolved set and keeps every steering pin but the torch pair
     lock = read_pins(ROOT / "docker" / "requirements-eval.lock")
     assert len(lock) > 150
     for name, version in eval_pins.items():
-        assert lock[name] == version, name
+        if name not in ("torch", "torchvision"):
+            assert lock[name] == version, name
+    owned = sorted(name for name in lock if TORCH_OWNED.fullmatch(name))
+    assert owned == [], f"requirements-eval.lock pins {owned}: they come with torch from the PyTorch index"
+    assert "torchmetrics" in lock and "timm" in lock  # torch-based packages VLMEvalKit asks for stay pinned
     parsed = DockerfileParser(str(ROOT / "docker" / "eval.Dockerfile"))
     assert parsed.args["VLMEVALKIT_COMMIT"] == VLMEVALKIT_COMMIT
     assert parsed.envs["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
