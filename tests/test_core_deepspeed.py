@@ -5,14 +5,11 @@ The stage-2 data holds text-only samples, so this also shows they don't hang mul
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from train_cli import logged_steps, run_train, weights
 
 pytestmark = pytest.mark.slow
 
@@ -23,17 +20,9 @@ OVERRIDES = ["init.from_checkpoint={checkpoints}/stage1", "deepspeed=cpu-test",
 
 
 def run_cli(world, name: str, nproc: int) -> tuple[list[dict], dict]:
-    from llava.recipe import STAGES_DIR
-    env = {**os.environ, "LLAVA_KIT_HOME": str(world), "OMP_NUM_THREADS": "1", "NUM_GPUS": str(nproc)}
-    for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    args = [sys.executable, "-m", "llava.cli", "train", str(STAGES_DIR / "smoke" / "stage2.yaml"),
-            f"--set=name={name}", f"--set=output={{checkpoints}}/{name}", *[f"--set={o}" for o in OVERRIDES]]
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    done = run_train(world, "stage2", name, OVERRIDES, nproc=nproc, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
-    history = json.loads((world / "runs" / name / "log_history.json").read_text())
-    steps = [h for h in history if "loss" in h]
-    return steps, load_file(world / "checkpoints" / name / "model.safetensors")
+    return logged_steps(world, name), weights(world / "checkpoints" / name)
 
 
 def test_two_process_zero3_equals_one_process(stage1_run, tiny_world):

@@ -9,28 +9,33 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import torch
 from safetensors.torch import load_file
 
 from llava.manifest import write_manifest
 from llava.recipe import STAGES_DIR
+from llava.train.distributed import free_port
 
 DISTRIBUTED_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                     "TORCHELASTIC_RUN_ID")
 
 
 def train_env(world: Path, nproc: int = 1, **extra: str) -> dict[str, str]:
+    """A clean environment; several processes get a free rendezvous port (torchrun's 29500 may be
+    taken by another job on the same box)."""
     env = {**os.environ, "LLAVA_KIT_HOME": str(world), "OMP_NUM_THREADS": "1", "NUM_GPUS": str(nproc),
-           "TOKENIZERS_PARALLELISM": "false", **extra}
+           "TOKENIZERS_PARALLELISM": "false"}
     for var in DISTRIBUTED_VARS:
         env.pop(var, None)
-    return env
+    if nproc > 1:
+        env["MASTER_PORT"] = str(free_port())
+    return {**env, **extra}
 
 
 def train_args(stage: str, name: str, overrides: list[str]) -> list[str]:
@@ -44,9 +49,38 @@ def run_train(world: Path, stage: str, name: str, overrides: list[str], nproc: i
                           capture_output=True, text=True, timeout=timeout)
 
 
-def start_train(world: Path, stage: str, name: str, overrides: list[str], **env: str) -> subprocess.Popen:
-    return subprocess.Popen(train_args(stage, name, overrides), env=train_env(world, **env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start_train(world: Path, stage: str, name: str, overrides: list[str], nproc: int = 1,
+                output: Path | None = None, **env: str) -> subprocess.Popen:
+    """Popen of `llava-kit train`; with `output`, stdout and stderr go to that file instead of pipes
+    (two processes write more than a pipe holds, and an unread full pipe stalls training)."""
+    args, environment = train_args(stage, name, overrides), train_env(world, nproc, **env)
+    if output is None:
+        return subprocess.Popen(args, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with open(output, "w") as sink:
+        process = subprocess.Popen(args, env=environment, stdout=sink, stderr=subprocess.STDOUT, text=True)
+    process.output_path = output
+    return process
+
+
+def output_of(process: subprocess.Popen) -> str:
+    """What the process wrote to stderr (its pipe, or the `output` file of start_train)."""
+    path = getattr(process, "output_path", None)
+    return Path(path).read_text() if path is not None else process.stderr.read()
+
+
+def kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL the process and its descendants: torchrun's workers live in their own sessions and
+    would outlive a killed launcher."""
+    try:
+        family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for member in family:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    process.wait(timeout=30)
 
 
 def wait_for(predicate, process: subprocess.Popen, timeout: float = 120, what: str = "") -> None:
@@ -54,9 +88,9 @@ def wait_for(predicate, process: subprocess.Popen, timeout: float = 120, what: s
     while not predicate():
         if process.poll() is not None:
             raise AssertionError(f"training ended (rc {process.returncode}) before {what}:\n"
-                                 f"{process.stderr.read()[-3000:]}")
+                                 f"{output_of(process)[-3000:]}")
         if time.monotonic() > deadline:
-            process.send_signal(signal.SIGKILL)
+            kill_tree(process)
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.01)
 
@@ -71,6 +105,12 @@ def assert_bit_identical(expected: Path, actual: Path) -> None:
     assert a.keys() == b.keys()
     differ = [key for key in a if not torch.equal(a[key], b[key])]
     assert not differ, f"{len(differ)} of {len(a)} tensors differ, e.g. {differ[:3]}"
+
+
+def logged_steps(world: Path, name: str) -> list[dict]:
+    """The run's per-step log entries (loss, grad_norm, ...) from runs/<name>/log_history.json."""
+    history = json.loads((world / "runs" / name / "log_history.json").read_text())
+    return [entry for entry in history if "loss" in entry]
 
 
 def events(world: Path, name: str, runs: Path | None = None) -> list[dict]:

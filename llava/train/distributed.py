@@ -23,6 +23,9 @@ def prepare_process_group(uses_deepspeed: bool) -> dict:
 
     DeepSpeed wants the torchrun variables even in one process (else it looks for MPI). On CPU,
     accelerate counts one process unless its state is created first with gloo (environment.md).
+    Without DeepSpeed that state must also say `cpu=True`: otherwise accelerate settles on "no
+    distribution" with a live process group, the model is never wrapped in DDP and each rank trains
+    its own unsynchronised copy (rank 0's is saved). With DeepSpeed, `cpu=True` would skip its setup.
     """
     if uses_deepspeed or world_size() > 1:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -34,5 +37,5 @@ def prepare_process_group(uses_deepspeed: bool) -> dict:
     if uses_deepspeed:
         os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
     from accelerate import PartialState
-    PartialState(backend="gloo")
+    PartialState(cpu=not uses_deepspeed, backend="gloo")
     return {"use_configured_state": True}

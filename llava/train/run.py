@@ -29,7 +29,7 @@ from llava.train.checkpointing import Checkpoint, ResumableCheckpoints, latest_c
 from llava.train.events import EventLog
 from llava.train.forward import forward_options
 from llava.train.signals import StopRequests, TrainingStopped
-from llava.train.step_control import StepControl
+from llava.train.step_control import StepControl, agree_on_stop
 from llava.train.trainer import LlavaTrainer
 
 log = logging.getLogger(__name__)
@@ -180,11 +180,11 @@ def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Pat
         trainer.checkpoints = store
         trainer.add_callback(StepControl(recipe.checkpointing.resume_every_steps, store, stop, events))
         resume = _resume_point(trainer, store, collator.ledger, events)
-        if stop.stop_requested:  # signalled while the model loaded: nothing new to save
+        if agree_on_stop(stop, args.device):  # signalled while the model loaded: nothing new to save
             raise TrainingStopped(_stopped_message(recipe, stop, store, resume.step if resume else 0))
         result = _train(trainer, resume, collator.ledger, events)
         step = trainer.state.global_step
-        if stop.stop_requested and step < trainer.state.max_steps:
+        if agree_on_stop(stop, args.device) and step < trainer.state.max_steps:
             events.emit("stop", f"stopped by {stop.signal_name} after step {step}", step=step, signal=stop.signal_name)
             raise TrainingStopped(_stopped_message(recipe, stop, store, step))
         output = save_checkpoint(built, layout.resolve(recipe.output), write_weights=trainer.save_model,

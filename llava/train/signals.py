@@ -5,6 +5,14 @@ Preemptible boxes send SIGTERM, then SIGKILL after a grace period (compose: stop
 (llava.train.step_control), so no step is cut in half. A watchdog bounds the whole stop: past
 LLAVA_KIT_STOP_GRACE_S the process exits by itself. Saves are atomic, so whatever the watchdog
 interrupts, the last complete checkpoint stays usable.
+
+torchrun sends SIGTERM to each worker's whole process group, DataLoader worker processes included.
+Torch's worker handler dies on a SIGTERM that its parent did not send, and the trainer then fails
+with "DataLoader worker ... killed" instead of saving. So processes forked while a stage trains get
+a process group of their own: group-wide signals (torchrun, a terminal's Ctrl-C) reach the trainer
+only, which stops its workers itself; its own terminate() still reaches them, and after a SIGKILL of
+the trainer they exit by themselves (torch's worker watchdog). A signal sent to every process of a
+cgroup (systemd's default KillMode, Slurm's scancel) still reaches the workers: not handled here.
 """
 
 from __future__ import annotations
@@ -23,6 +31,21 @@ GRACE_ENV = "LLAVA_KIT_STOP_GRACE_S"
 DEFAULT_GRACE_S = 110.0
 SAVE_NOW_FILE = "SAVE_NOW"
 HANDLED = (signal.SIGTERM, signal.SIGINT)
+
+_stage_active = False  # true while a StopRequests has its handlers installed (copied into forked children)
+
+
+def _own_process_group_in_child() -> None:
+    """Runs in every child forked by this process (os.register_at_fork); see the module docstring.
+
+    Not a blocked or ignored SIGTERM: the trainer's own terminate() of a stuck worker (and
+    multiprocessing's at exit) must still work, and torch re-installs its handler in the worker anyway.
+    """
+    if _stage_active:
+        os.setpgid(0, 0)
+
+
+os.register_at_fork(after_in_child=_own_process_group_in_child)
 
 
 class TrainingStopped(KitError):
@@ -83,24 +106,46 @@ class StopRequests:
         if threading.current_thread() is not threading.main_thread():
             log.warning("training outside the main thread: SIGTERM/SIGINT will not save a checkpoint")
             return self
+        global _stage_active
         for sig in HANDLED:
             self._previous[sig] = signal.signal(sig, self._handle)
+        _stage_active = True
         return self
 
     def __exit__(self, *exc) -> bool:
+        global _stage_active
+        if self._previous:
+            _stage_active = False
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         if self._watchdog is not None:
             self._watchdog.cancel()
         return False
 
+    @property
+    def signal_number(self) -> int:
+        """The requested signal's number, 0 when none: what the ranks compare at each step end."""
+        return int(signal.Signals[self.signal_name]) if self.signal_name else 0
+
+    def adopt(self, signum: int) -> None:
+        """Another rank was signalled (a preempted node, a single killed worker): stop here as well.
+
+        Every rank must leave the loop at the same step and take the same exit path; a rank that
+        did not see the signal itself would otherwise go on to the final (collective) save alone.
+        """
+        if self.signal_name is None:
+            self._request(signum, "received by another rank")
+
     def _handle(self, signum: int, frame) -> None:
         if os.getpid() != self._owner:  # a forked dataloader worker inherited the handler: the parent acts
             return
         if self.signal_name is not None:
             return  # torchrun forwards the signal a terminal already sent: one request is enough
+        self._request(signum, "received")
+
+    def _request(self, signum: int, how: str) -> None:
         self.signal_name = signal.Signals(signum).name
-        _say(f"{self.signal_name} received: finishing the current step, then saving resumable state "
+        _say(f"{self.signal_name} {how}: finishing the current step, then saving resumable state "
              f"(exiting within {GRACE_ENV}={self.grace_s:g} s)")
         self._watchdog = threading.Timer(self.grace_s, self._expire, args=(128 + signum,))
         self._watchdog.daemon = True

@@ -1,8 +1,9 @@
 """What happens at each optimizer-step end besides training: saves on schedule or on request, graceful stop.
 
-Every rank takes the same decision at the same step (one tiny all-reduce of the request flags):
-a signal or a SAVE_NOW file seen by one rank alone would otherwise make ranks disagree about a
-collective save and hang ZeRO-3.
+Every rank takes the same decision at the same step (one tiny all-reduce of the requests): a
+signal or a SAVE_NOW file seen by one rank alone would otherwise make ranks disagree about a
+collective save and hang ZeRO-3. A rank that learns of a signal this way adopts it, so that it also
+leaves through the stop path instead of going on to the final save alone.
 """
 
 from __future__ import annotations
@@ -17,13 +18,21 @@ from llava.train.fault_injection import kill_at_step
 from llava.train.signals import StopRequests
 
 
-def agree_across_ranks(device, *flags: bool) -> tuple[bool, ...]:
-    """Each flag is true on every rank if it is true on any rank."""
+def agree_across_ranks(device, *values: int) -> tuple[int, ...]:
+    """Each value becomes the largest any rank holds (so a flag true on one rank is true on all)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tuple(flags)
-    tensor = torch.tensor([int(flag) for flag in flags], device=device)
+        return tuple(int(value) for value in values)
+    tensor = torch.tensor([int(value) for value in values], device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return tuple(bool(value) for value in tensor.tolist())
+    return tuple(int(value) for value in tensor.tolist())
+
+
+def agree_on_stop(stop: StopRequests, device) -> bool:
+    """Outside the step loop (model loading, after the last step): stop on every rank or on none."""
+    (signum,) = agree_across_ranks(device, stop.signal_number)
+    if signum:
+        stop.adopt(signum)
+    return bool(signum)
 
 
 class StepControl(TrainerCallback):
@@ -37,7 +46,7 @@ class StepControl(TrainerCallback):
 
     def _reason(self, step: int, max_steps: int, stop: bool, save_now: bool, seed_save: bool) -> str | None:
         if stop:
-            return self.stop.signal_name or "stop requested on another rank"
+            return self.stop.signal_name
         if save_now:
             return "SAVE_NOW"
         if self.every_steps and step % self.every_steps == 0:
@@ -49,7 +58,10 @@ class StepControl(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         step = state.global_step
         kill_at_step(step)
-        stop, save_now = agree_across_ranks(args.device, self.stop.stop_requested, self.stop.save_now_requested())
+        signum, save_now = agree_across_ranks(args.device, self.stop.signal_number, self.stop.save_now_requested())
+        if signum:
+            self.stop.adopt(signum)
+        stop, save_now = bool(signum), bool(save_now)
         reason = self._reason(step, state.max_steps, stop, save_now, control.should_save)
         if reason:
             control.should_save = True
