@@ -38,13 +38,28 @@ def bench(stage: str, *extra: str, size: str = "tiny", profile: str = "fast", st
 
 
 @pytest.fixture(scope="module")
-def runs() -> dict:
+def packed_profile(tmp_path_factory) -> str:
+    """`fast` on `torch_varlen`: packing really runs on CPU (fast's flash_attention_2 becomes padded sdpa here)."""
+    from llava.profiles import PROFILES_DIR
+    text = (PROFILES_DIR / "fast.yaml").read_text()
+    line = "  model.attn_implementation: flash_attention_2"
+    assert line in text
+    path = tmp_path_factory.mktemp("profile") / "fast-packed.yaml"
+    path.write_text(text.replace(line, "  model.attn_implementation: torch_varlen"))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def runs(packed_profile) -> dict:
     # The first seed run may build DeepSpeed's cpu_adam (once per machine): the other lane meanwhile
     # runs the fast and real-size jobs, then the remaining seeds.
-    order = [("stage1", "seed"), *[(s, "fast") for s in STAGES], "real", ("stage1_5", "seed"), ("stage2", "seed")]
+    order = [("stage1", "seed"), *[(s, "fast") for s in STAGES], ("stage2", "packed"), "real",
+             ("stage1_5", "seed"), ("stage2", "seed")]
+    profiles = {"packed": packed_profile}
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {key: pool.submit(bench, "stage2", size="real", steps=0) if key == "real" else
-                   pool.submit(bench, key[0], profile=key[1], sets=SEED_LAYOUT[key[0]]) for key in order}
+                   pool.submit(bench, key[0], profile=profiles.get(key[1], key[1]), sets=SEED_LAYOUT[key[0]])
+                   for key in order}
         return {key: future.result() for key, future in futures.items()}
 
 
@@ -93,6 +108,15 @@ def test_fast_and_seed_give_the_same_losses(runs, stage):
         assert seed["padding_fraction"] == 0 < fast["padding_fraction"]
     assert seed["losses"] == pytest.approx(fast["losses"], rel=LOSS_REL_TOL)
     assert seed["losses"][0] != pytest.approx(seed["losses"][-1], rel=1e-3)  # the steps did train
+
+
+def test_packed_fast_gives_the_seeds_losses(runs):
+    """Stage 2 with 4-sample micro-batches packed into one row (torch_varlen) through DeepSpeed ZeRO-2."""
+    seed, packed = runs[("stage2", "seed")], runs[("stage2", "packed")]
+    assert (packed["attn_implementation"], packed["packing"], packed["per_device_batch"]) == ("torch_varlen", True, 4)
+    assert runs[("stage2", "fast")]["packing"] is False  # sdpa: padded, so the two fast runs differ in layout
+    assert packed["global_batch"] == seed["global_batch"]
+    assert seed["losses"] == pytest.approx(packed["losses"], rel=LOSS_REL_TOL)
 
 
 def test_real_shape_model_builds_with_089b_parameters(runs):
