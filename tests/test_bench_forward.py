@@ -6,6 +6,8 @@ position_ids; on GPU the same rows go to flash-attn varlen.
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 from PIL import Image
@@ -157,6 +159,20 @@ def test_packing_runs_on_torch_varlen(varlen_twin):
     assert forward_options(recipe, varlen_twin) == ForwardOptions("selected", "micro_batch", True)
 
 
+def test_varlen_kernel_call_fits_the_installed_torch():
+    """The kernel call, traced with fake CUDA tensors (no GPU needed): this torch accepts its keywords and
+    returns (tokens, query heads, dim) for GQA inputs. The numbers are checked by the gpu test below."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from llava.model.varlen_attention import _flash_segments
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        q = torch.empty(3000, 14, 64, dtype=torch.bfloat16, device="cuda")
+        k, v = (torch.empty(3000, 2, 64, dtype=torch.bfloat16, device="cuda") for _ in range(2))
+        bounds = torch.empty(3, dtype=torch.int32, device="cuda")
+        out = _flash_segments(q, k, v, bounds, longest=2000, causal=True, scaling=0.125)
+        assert (tuple(out.shape), out.dtype, out.device.type) == ((3000, 14, 64), torch.bfloat16, "cuda")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_torch_varlen_kernel_matches_sdpa_segments_in_bf16():
@@ -169,8 +185,8 @@ def test_torch_varlen_kernel_matches_sdpa_segments_in_bf16():
     q, k, v = (torch.randn(positions.shape[1], heads, 64, device="cuda", generator=generator, dtype=torch.bfloat16)
                .requires_grad_() for heads in (14, 2, 2))
     results = []
-    for attend in (_flash_segments, _sdpa_segments):
-        out = attend(q, k, v, bounds, True, 0.125)
+    for attend in (partial(_flash_segments, longest=2000), _sdpa_segments):
+        out = attend(q, k, v, bounds, causal=True, scaling=0.125)
         grads = torch.autograd.grad(out.float().square().sum(), (q, k, v))
         results.append((out.float(), [g.float() for g in grads]))
     (out, grads), (ref, ref_grads) = results

@@ -91,7 +91,7 @@ def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     bounds = segment_bounds(kwargs.get("position_ids"), rows, length, query.device)
     q, k, v = (t.transpose(1, 2).reshape(rows * length, t.shape[1], dim) for t in (query, key, value))
     if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and _kernel() is not None:
-        out = _flash_segments(q, k, v, bounds, causal, scaling)
+        out = _flash_segments(q, k, v, bounds, int((bounds[1:] - bounds[:-1]).max()), causal, scaling)
     else:
         out = _sdpa_segments(q, k, v, bounds, causal, scaling)
     return out.reshape(rows, length, heads, dim), None
@@ -107,7 +107,7 @@ def _sdpa_segments(q, k, v, bounds, causal: bool, scaling: float | None) -> torc
     return torch.cat(pieces)
 
 
-def _flash_segments(q, k, v, bounds, causal: bool, scaling: float | None) -> torch.Tensor:
+def _flash_segments(q, k, v, bounds, longest: int, causal: bool, scaling: float | None) -> torch.Tensor:
     """One varlen flash call; adapts to the keyword set of the installed torch's varlen_attn."""
     kernel = _kernel()
     accepted = inspect.signature(kernel).parameters
@@ -121,5 +121,4 @@ def _flash_segments(q, k, v, bounds, causal: bool, scaling: float | None) -> tor
         options["window_size"] = (-1, 0) if causal else (-1, -1)
     else:
         options["is_causal"] = causal
-    longest = int((bounds[1:] - bounds[:-1]).max())
     return kernel(q, k, v, bounds, bounds, longest, longest, **options)
