@@ -137,6 +137,17 @@ def _train(trainer: LlavaTrainer, resume: Checkpoint | None, ledger: SkipLedger,
             events.emit("abort", f"too many unusable samples: see {ledger.path}", skipped=len(ledger.seen_ids()))
             raise KitError(ledger.budget_message()) from None
         raise
+    finally:
+        _close_progress_bars(trainer)
+
+
+def _close_progress_bars(trainer: LlavaTrainer) -> None:
+    """transformers closes its bar only at a normal train end; an abort would leave it to redraw later."""
+    for callback in trainer.callback_handler.callbacks:
+        bar = getattr(callback, "training_bar", None)
+        if bar is not None:
+            bar.close()
+            callback.training_bar = None
 
 
 def _stage_loss(store: ResumableCheckpoints, result, global_step: int) -> float:
