@@ -4,7 +4,7 @@ Two bugs hid here. accelerate's state made for gloo without `cpu=True` meant "no
 model was never wrapped in DDP, each rank trained its own copy on half the data and rank 0's was
 saved (llava.train.distributed). And under gradient checkpointing transformers turned DDP's search
 for unused parameters off, so the vision tower's post_layernorm (never on the loss path) failed the
-second step (llava.train.trainer). Gradient checkpointing is on here for that reason.
+second step (llava.train.run.training_arguments). Gradient checkpointing is on here for that reason.
 """
 
 from __future__ import annotations

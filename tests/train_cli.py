@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from llava.manifest import write_manifest
 from llava.recipe import STAGES_DIR
 from llava.train.distributed import free_port
+from llava.train.events import EventLog
 
 DISTRIBUTED_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                     "TORCHELASTIC_RUN_ID")
@@ -114,8 +115,7 @@ def logged_steps(world: Path, name: str) -> list[dict]:
 
 
 def events(world: Path, name: str, runs: Path | None = None) -> list[dict]:
-    path = (runs or world / "runs") / name / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return EventLog((runs or world / "runs") / name / "events.jsonl").read()
 
 
 def new_dataset(source: Path, target: Path) -> tuple[list[dict], Path]:

@@ -38,6 +38,7 @@ def kernel_available() -> bool:
     return torch.cuda.is_available() and _kernel() is not None
 
 
+@lru_cache(maxsize=None)
 def _kernel():
     try:
         from torch.nn.attention.varlen import varlen_attn
@@ -107,10 +108,15 @@ def _sdpa_segments(q, k, v, bounds, causal: bool, scaling: float | None) -> torc
     return torch.cat(pieces)
 
 
+@lru_cache(maxsize=None)
+def _kernel_keywords() -> frozenset[str]:
+    """The keywords the installed torch's varlen_attn takes (they changed between releases)."""
+    return frozenset(inspect.signature(_kernel()).parameters)
+
+
 def _flash_segments(q, k, v, bounds, longest: int, causal: bool, scaling: float | None) -> torch.Tensor:
     """One varlen flash call; adapts to the keyword set of the installed torch's varlen_attn."""
-    kernel = _kernel()
-    accepted = inspect.signature(kernel).parameters
+    kernel, accepted = _kernel(), _kernel_keywords()
     if q.shape[1] != k.shape[1] and "enable_gqa" not in accepted:
         repeat = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)

@@ -75,6 +75,11 @@ def training_arguments(recipe: Recipe, run_dir: Path, accelerator_config: dict) 
         tf32=spec.tf32 and cuda,
         gradient_checkpointing=spec.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
+        # Plain DDP must accept parameters without a gradient: the vision tower's post_layernorm is never
+        # on the loss path (features come from a hidden layer before it). transformers turns the search
+        # off under gradient checkpointing and DDP then fails at the second step; with use_reentrant=False
+        # the two work together.
+        ddp_find_unused_parameters=True,
         logging_steps=spec.logging_steps,
         save_strategy=spec.save_strategy,
         save_steps=spec.save_steps,

@@ -128,12 +128,12 @@ class StopRequests:
         return int(signal.Signals[self.signal_name]) if self.signal_name else 0
 
     def adopt(self, signum: int) -> None:
-        """Another rank was signalled (a preempted node, a single killed worker): stop here as well.
+        """Another rank was signalled (signum 0: no rank was) (a preempted node, a single killed worker): stop here as well.
 
         Every rank must leave the loop at the same step and take the same exit path; a rank that
         did not see the signal itself would otherwise go on to the final (collective) save alone.
         """
-        if self.signal_name is None:
+        if signum and self.signal_name is None:
             self._request(signum, "received by another rank")
 
     def _handle(self, signum: int, frame) -> None:

@@ -30,8 +30,7 @@ def agree_across_ranks(device, *values: int) -> tuple[int, ...]:
 def agree_on_stop(stop: StopRequests, device) -> bool:
     """Outside the step loop (model loading, after the last step): stop on every rank or on none."""
     (signum,) = agree_across_ranks(device, stop.signal_number)
-    if signum:
-        stop.adopt(signum)
+    stop.adopt(signum)
     return bool(signum)
 
 
@@ -59,8 +58,7 @@ class StepControl(TrainerCallback):
         step = state.global_step
         kill_at_step(step)
         signum, save_now = agree_across_ranks(args.device, self.stop.signal_number, self.stop.save_now_requested())
-        if signum:
-            self.stop.adopt(signum)
+        self.stop.adopt(signum)
         stop, save_now = bool(signum), bool(save_now)
         reason = self._reason(step, state.max_steps, stop, save_now, control.should_save)
         if reason:

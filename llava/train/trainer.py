@@ -21,13 +21,6 @@ class LlavaTrainer(Trainer):
         self.lengths = lengths
         self.megabatch = megabatch
         self.vision_tower_lr = vision_tower_lr
-        training_args = kwargs.get("args")
-        if training_args is not None and training_args.ddp_find_unused_parameters is None:
-            # Plain DDP (no DeepSpeed) must accept parameters without a gradient: the vision tower's
-            # post_layernorm is never on the loss path (features come from a hidden layer before it).
-            # transformers turns the search off under gradient checkpointing, and DDP then fails at
-            # the second step; with use_reentrant=False (training_arguments) the two work together.
-            training_args.ddp_find_unused_parameters = True
         super().__init__(*args, **kwargs)
         # Per-micro-batch token mean averaged over accumulation, as transformers 4.40 did for the
         # seed; 5.x would otherwise normalise by the tokens of the whole global batch.
