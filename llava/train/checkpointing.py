@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 from llava.errors import KitError
 from llava.train.events import EventLog
-from llava.train.fault_injection import kill_in_save
+from llava.fault_injection import kill_in_save
 
 MARKER = "COMPLETE.json"
 STAGING = ".staging"
