@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from llava.evaluate.atomic import write_text_atomic
+from llava.durable import write_text
 from llava.evaluate.circular import QuestionResult
 from llava.evaluate.suite import Suite
 from llava.evaluate.table import SplitRow
@@ -111,4 +111,4 @@ def questions_csv_text(results: list[QuestionResult]) -> str:
 
 
 def write_results_json(path: Path, results: dict[str, Any]) -> Path:
-    return write_text_atomic(path, json.dumps(results, indent=2) + "\n")
+    return write_text(path, json.dumps(results, indent=2) + "\n")
