@@ -10,11 +10,11 @@ import shutil
 import time
 from pathlib import Path
 
+from llava.packaged import SUITES_DIR
 from llava.paths import VolumeLayout
 
-REPO = Path(__file__).resolve().parent.parent
 SMOKE_STAGES = ("stage1", "stage1_5", "stage2")
-SMOKE_SUITE = REPO / "eval" / "shapes_smoke.yaml"
+SMOKE_SUITE = SUITES_DIR / "shapes_smoke.yaml"
 
 
 def smoke_layout(out: Path) -> VolumeLayout:
