@@ -21,8 +21,10 @@ def register(subparsers) -> None:
     parser.add_argument("--nproc", type=int, default=None,
                         help="processes per node (default: $NUM_GPUS or 1)")
     parser.add_argument("--home", help="root holding models/ datasets/ checkpoints/ runs/ (default $LLAVA_KIT_HOME or .)")
-    parser.add_argument("--profile", help="speed profile applied after --set, keeping the global batch: "
-                                          "seed | fast (stages/profiles/) or a YAML path; see docs/performance.md")
+    parser.add_argument("--profile", default=os.environ.get("LLAVA_KIT_PROFILE") or None,
+                        help="speed profile applied after --set, keeping the global batch: seed | fast "
+                             "(stages/profiles/) or a YAML path (default: $LLAVA_KIT_PROFILE, else none: "
+                             "the recipe as written); see docs/performance.md")
     parser.set_defaults(func=run)
 
 
