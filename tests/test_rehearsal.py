@@ -130,8 +130,8 @@ def _readable_by_the_image_user(path: Path) -> None:
 class Rehearsal:
     """Runs one compose service at a time, keeping each step's log and wall time."""
 
-    def __init__(self, base: Path, env: dict[str, str]):
-        self.base, self.env = base, env
+    def __init__(self, base: Path, env: dict[str, str], capture):
+        self.base, self.env, self.capture = base, env, capture
         self.logs = base / "logs"
         self.logs.mkdir()
         self.times: list[tuple[str, float, int]] = []
@@ -149,9 +149,14 @@ class Rehearsal:
         seconds = time.monotonic() - started
         self.times.append((step, seconds, done.returncode))
         text = log.read_text(errors="replace")
-        print(f"[rehearsal] {step}: exit {done.returncode} after {seconds:.0f} s ({' '.join(args)})", flush=True)
+        self.say(f"[rehearsal] {step}: exit {done.returncode} after {seconds:.0f} s (compose run {' '.join(args)})")
         assert done.returncode == 0, f"{step} failed (log {log}):\n{text[-6000:]}"
         return text
+
+    def say(self, text: str) -> None:
+        """Straight to the terminal, so .ci/run's log shows each step as it finishes."""
+        with self.capture.global_and_fixture_disabled():
+            print(text, flush=True)
 
     def down(self) -> None:
         cmd = [str(COMPOSE), "-p", PROJECT, "--project-directory", str(ROOT)]
@@ -162,7 +167,7 @@ class Rehearsal:
 
 
 @pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory):
+def rehearsal(request):
     from archive_server import ArchiveServer
     from fake_hub import FakeHub
     from llava.synthetic.world import WorldSize, build_world, held_out_tsv
@@ -190,14 +195,14 @@ def rehearsal(tmp_path_factory):
         env.update({"LLAVA_KIT_DATA_ROOT": str(data), "LLAVA_KIT_REHEARSAL_DIR": str(config),
                     "HF_ENDPOINT": hub.url, "HF_TOKEN_FILE": str(config / "hf_token"), "HF_REPO_ID": REPO_ID,
                     "COMPOSE_PROJECT_NAME": PROJECT})
-        walk = Rehearsal(base, env)
+        walk = Rehearsal(base, env, request.config.pluginmanager.getplugin("capturemanager"))
         walk.hub, walk.archives, walk.commits, walk.data, walk.world = hub, archives, commits, data, world
         try:
             yield walk
         finally:
             walk.down()
-            print("\n[rehearsal] wall time per step (this box's load included):\n" + "\n".join(
-                f"  {step:<22} {seconds:7.1f} s  exit {code}" for step, seconds, code in walk.times), flush=True)
+            walk.say("\n[rehearsal] wall time per step (this box's load included):\n" + "\n".join(
+                f"  {step:<30} {seconds:7.1f} s  exit {code}" for step, seconds, code in walk.times))
             if os.environ.get("LLAVA_KIT_REHEARSAL_KEEP") != "1":
                 shutil.rmtree(base, ignore_errors=True)
 
