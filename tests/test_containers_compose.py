@@ -53,17 +53,17 @@ def base() -> dict:
 
 
 @pytest.mark.parametrize("override", [None, "compose.ci.yaml", "compose.pipeline.yaml",
-                                      "compose.multinode.yaml", "compose.hostdirs.yaml"])
+                                      "compose.multinode.yaml", "compose.hostdirs.yaml", "compose.rehearsal.yaml"])
 def test_every_compose_file_validates(override):
     files = ["compose.yaml"] + ([override] if override else [])
-    env = {**MULTINODE_ENV, "LLAVA_KIT_DATA_ROOT": "/srv/llava"}
+    env = {**MULTINODE_ENV, "LLAVA_KIT_DATA_ROOT": "/srv/llava", "LLAVA_KIT_REHEARSAL_DIR": "/srv/rehearsal"}
     compose(*files, env=env)  # asserts exit 0
 
 
 def test_override_list_covers_every_compose_file():
     on_disk = {p.name for p in ROOT.glob("compose*.yaml")}
     assert on_disk == {"compose.yaml", "compose.ci.yaml", "compose.pipeline.yaml",
-                       "compose.multinode.yaml", "compose.hostdirs.yaml"}
+                       "compose.multinode.yaml", "compose.hostdirs.yaml", "compose.rehearsal.yaml"}
 
 
 def test_services_and_their_commands(base):
@@ -269,3 +269,23 @@ def test_train_takes_its_profile_from_the_environment_unless_given(monkeypatch, 
         monkeypatch.setenv("LLAVA_KIT_PROFILE", value)
     assert build_parser().parse_args(["train", "stage2"]).profile == expected
     assert build_parser().parse_args(["train", "stage2", "--profile", "seed"]).profile == "seed"
+
+
+def test_rehearsal_override_keeps_the_services_entrypoints_and_volumes():
+    """The rehearsal (tests/test_rehearsal.py) walks the same services as a GPU user, only tiny."""
+    files = ("compose.yaml", "compose.ci.yaml", "compose.hostdirs.yaml")
+    env = {"LLAVA_KIT_DATA_ROOT": "/srv/llava", "LLAVA_KIT_REHEARSAL_DIR": "/srv/rehearsal"}
+    plain = model(*files, env=env)["services"]
+    tiny = model(*files, "compose.rehearsal.yaml", env=env)["services"]
+    for name in ("prepare", "stage1", "stage1_5", "stage2", "eval", "publish"):
+        assert tiny[name]["network_mode"] == "host", name
+        assert tiny[name].get("entrypoint") == plain[name].get("entrypoint"), name
+        assert tiny[name]["image"] == plain[name]["image"] == "llava-kit:cpu", name
+        extra = [m for m in tiny[name]["volumes"] if m not in plain[name]["volumes"]]
+        assert extra == ([{"type": "bind", "source": "/srv/rehearsal", "target": "/rehearsal", "read_only": True,
+                           "bind": {}}] if name == "prepare" else []), name
+    assert tiny["prepare"]["command"] == plain["prepare"]["command"]
+    assert tiny["publish"]["command"] == plain["publish"]["command"]
+    for stage in STAGES:
+        assert tiny[stage]["command"][:2] == ["train", f"stages/smoke/{stage}.yaml"]
+        assert tiny[stage]["environment"]["LLAVA_KIT_PROFILE"] == "seed"
