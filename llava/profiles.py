@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from llava.errors import KitError
 from llava.packaged import STAGES_DIR, packaged_path
-from llava.recipe import Recipe, _apply_override, _describe
+from llava.recipe import Recipe, _apply_override, describe_errors
 
 PROFILES_DIR = STAGES_DIR / "profiles"
 
@@ -48,7 +48,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
     except yaml.YAMLError as err:
         raise KitError(f"{path}: not valid YAML: {err}") from err
     except ValidationError as err:
-        raise KitError(f"{path}: invalid profile:\n{_describe(err)}") from err
+        raise KitError(f"{path}: invalid profile:\n{describe_errors(err, Profile)}") from err
 
 
 def _rescaled_accumulation(recipe: Recipe, overrides: dict[str, Any], profile: Profile) -> dict[str, Any]:
@@ -76,4 +76,4 @@ def apply_profile(recipe: Recipe, name_or_path: str | Path | None) -> Recipe:
     try:
         return Recipe(**body, source=recipe.source)
     except ValidationError as err:
-        raise KitError(f"{profile.source} on {recipe.source}: invalid recipe after the profile:\n{_describe(err)}") from err
+        raise KitError(f"{profile.source} on {recipe.source}: invalid recipe after the profile:\n{describe_errors(err, Recipe)}") from err

@@ -6,9 +6,11 @@ Unknown keys and wrong types fail here, before any model is built, naming the fi
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
@@ -16,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from llava.errors import KitError
 from llava.packaged import STAGES_DIR, packaged_path
-
 
 
 class _Strict(BaseModel):
@@ -171,12 +172,30 @@ def resolve_recipe_path(name_or_path: str | Path) -> Path:
     raise KitError(f"no recipe {name_or_path!r}: pass a YAML path or one of {sorted(p.stem for p in STAGES_DIR.glob('*.yaml'))}")
 
 
-def _apply_override(body: dict, dotted: str, value: Any) -> None:
-    node = body
-    keys = dotted.split(".")
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value
+@dataclass(frozen=True)
+class Override:
+    """One `--set key.sub=value` from the command line, kept whole so errors can quote it."""
+    key: str
+    raw: str
+
+    @property
+    def text(self) -> str:
+        return f"--set {self.key}={self.raw}"
+
+    @property
+    def value(self) -> Any:
+        return _parse_value(self.raw)
+
+
+def parse_overrides(items: list[str] | None) -> list[Override]:
+    """`key.sub=value` strings -> Overrides; a malformed one is a command-line error."""
+    parsed = []
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+            raise KitError(f"command line: --set {item!r} must look like key.sub=value, e.g. --set training.max_steps=10")
+        parsed.append(Override(key.strip(), raw))
+    return parsed
 
 
 def _parse_value(raw: str) -> Any:
@@ -190,32 +209,122 @@ def _parse_value(raw: str) -> Any:
     return value
 
 
-def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Load, apply `key.sub=value` overrides (values parsed as YAML) and validate."""
-    path = resolve_recipe_path(name_or_path)
+def _apply_override(body: dict, dotted: str, value: Any, origin: str | None = None) -> None:
+    """Set `a.b.c` in a nested dict; a key below a plain value is an error naming `origin`."""
+    node = body
+    keys = dotted.split(".")
+    for depth, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            section = ".".join(keys[:depth + 1])
+            raise KitError(f"{origin or dotted}: {section} is a value ({type(child).__name__} {child!r}), not a "
+                           f"section with keys; set it as a whole, e.g. --set {section}=...")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(body: dict, overrides: list[Override]) -> dict:
+    for override in overrides:
+        _apply_override(body, override.key, override.value, f"command line {override.text}")
+    return body
+
+
+def schema_keys(model: type[BaseModel] = None, prefix: str = "") -> list[str]:
+    """Every dotted key a model accepts, sections and leaves (`training`, `training.max_steps`, ...)."""
+    model = model or Recipe
+    keys = []
+    for name, field in model.model_fields.items():
+        if field.exclude:
+            continue
+        dotted = f"{prefix}{name}"
+        keys.append(dotted)
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            keys += schema_keys(field.annotation, dotted + ".")
+    return keys
+
+
+def close_keys(dotted: str, model: type[BaseModel] = None) -> list[str]:
+    """Known keys a mistyped one probably meant: a near name in the same section, else the same name
+    in another section (`max_steps` -> `training.max_steps`), else a near dotted key anywhere."""
+    known = schema_keys(model)
+    parent, _, last = dotted.rpartition(".")
+    siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent]
+    near = difflib.get_close_matches(last, siblings, n=2, cutoff=0.75)
+    if near:
+        return [f"{parent}.{name}" if parent else name for name in near]
+    elsewhere = [k for k in known if k.rpartition(".")[2] == last and k != dotted]
+    return elsewhere[:3] or difflib.get_close_matches(dotted, known, n=2, cutoff=0.75)
+
+
+def _origin(loc: str, overrides: list[Override]) -> Override | None:
+    """The override that set `loc`, a key inside it, or (for a section-wide check) a key below it."""
+    for override in reversed(overrides):
+        key = override.key
+        if loc == key or loc.startswith(key + ".") or key.startswith(loc + "."):
+            return override
+    return None
+
+
+def _what(item: dict, model: type[BaseModel] | None, key: str) -> str:
+    if item["type"] == "extra_forbidden":
+        close = close_keys(key, model)
+        return "unknown key" + (f"; did you mean {' or '.join(close)}?" if close else "")
+    message = item["msg"].removeprefix("Value error, ")
+    shown = item["input"]
+    return message if isinstance(shown, (dict, list)) else f"{message} (got {shown!r})"
+
+
+def describe_errors(err: ValidationError, model: type[BaseModel] | None = None,
+                    overrides: list[Override] | None = None, mark_origin: bool = True) -> str:
+    """One line per problem: dotted key, what is wrong, close keys for a typo and, when `mark_origin`,
+    which `--set` it came from."""
+    lines = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        origin = _origin(key, overrides or []) if mark_origin else None
+        lines.append(f"  {key or '(recipe)'}: {_what(item, model, key)}"
+                     + (f"  [from the command line: {origin.text}]" if origin else ""))
+    return "\n".join(lines)
+
+
+def read_recipe_body(path: Path) -> dict:
+    """The YAML mapping of a recipe file, or an error naming the file."""
     if not path.is_file():
         raise KitError(f"recipe file {path} does not exist")
     try:
         body = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise KitError(f"{path}: not valid YAML: {err}") from err
-    for item in overrides or []:
-        if "=" not in item:
-            raise KitError(f"override {item!r} must look like key.sub=value")
-        key, raw = item.split("=", 1)
-        _apply_override(body, key, _parse_value(raw))
+    if not isinstance(body, dict):
+        raise KitError(f"{path}: a recipe is a YAML mapping of keys (name, init, data, ...), not a {type(body).__name__}")
+    return body
+
+
+def validate_recipe(body: dict, path: Path, overrides: list[Override] | None = None) -> Recipe:
+    """Build the typed recipe; each error names its dotted key and whether the file or a --set caused it."""
+    overrides = overrides or []
     try:
         return Recipe(**body, source=str(path))
     except ValidationError as err:
-        raise KitError(f"{path}: invalid recipe:\n{_describe(err)}") from err
-    except TypeError as err:
-        raise KitError(f"{path}: invalid recipe: {err}") from err
+        locs = [".".join(map(str, e["loc"])) for e in err.errors()]
+        from_cli = [_origin(loc, overrides) for loc in locs]
+        if all(from_cli):
+            where = f"command line: {', '.join(dict.fromkeys(o.text for o in from_cli))} does not fit recipe {path}"
+        elif any(from_cli):
+            where = f"invalid recipe {path} and command-line --set values"
+        else:
+            where = f"{path}: invalid recipe"
+        mixed = any(from_cli) and not all(from_cli)
+        raise KitError(f"{where}:\n{describe_errors(err, Recipe, overrides, mark_origin=mixed)}") from None
 
 
-def _describe(err: ValidationError) -> str:
-    lines = []
-    for item in err.errors():
-        key = ".".join(str(p) for p in item["loc"])
-        kind = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        lines.append(f"  {key}: {kind}" + (f" (got {item['input']!r})" if item["type"] != "extra_forbidden" else ""))
-    return "\n".join(lines)
+def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load, apply `key.sub=value` overrides (values parsed as YAML) and validate.
+
+    Only yaml and pydantic are imported: the CLI calls this before torch, transformers or a torchrun
+    re-launch, so a typo costs well under a second.
+    """
+    path = resolve_recipe_path(name_or_path)
+    parsed = parse_overrides(overrides)
+    body = apply_overrides(read_recipe_body(path), parsed)
+    return validate_recipe(body, path, parsed)

@@ -142,6 +142,17 @@ def test_torch_builds_per_variant():
     assert args["FLASH_ATTN_WHEEL"] == ""  # flash-attn is optional: packing runs on torch's varlen kernel
 
 
+def test_variant_files_pin_only_what_pyproject_does_not():
+    """One source per pin: tensorboard comes with the `train` extra (training logs to it), so no image
+    file pins it again, and the locks carry pyproject's version (test above)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "tensorboard==2.21.0" in project["optional-dependencies"]["train"]
+    ours = set(pyproject_pins()) - {"torch"}
+    for variant in ("cpu", "cuda"):
+        repeated = ours & set(read_pins(ROOT / "docker" / f"requirements-{variant}.in"))
+        assert not repeated, f"requirements-{variant}.in pins {sorted(repeated)} again: pyproject.toml owns them"
+
+
 def test_cuda_lock_leaves_torch_and_its_cuda_stack_to_the_torch_index():
     cuda = read_pins(ROOT / "docker" / "requirements-cuda.lock")
     owned = sorted(name for name in cuda if TORCH_OWNED.fullmatch(name))

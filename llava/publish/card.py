@@ -64,7 +64,9 @@ def eval_results(results: EvalResults) -> list:
         source = {"source_name": f"VLMEvalKit {results.vlmevalkit_commit[:12]}",
                   "source_url": f"https://github.com/open-compass/VLMEvalKit/tree/{results.vlmevalkit_commit}"}
     else:
-        source = {"source_name": f"llava-kit {results.backend} scorer"}
+        # huggingface_hub requires a source_url with a source_name, and a local scorer has no URL; the
+        # backend travels in metric_args instead
+        source = {}
     args = {"judge": results.judge, "backend": results.backend, "vlmevalkit_commit": results.vlmevalkit_commit,
             "n_questions": results.n_questions}
     return [

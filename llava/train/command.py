@@ -6,6 +6,7 @@ import math
 import os
 import sys
 
+from llava.errors import KitError
 from llava.train.signals import stop_grace_seconds
 
 
@@ -17,11 +18,13 @@ def register(subparsers) -> None:
     parser.add_argument("recipe", help="recipe YAML path or name (stage1 | stage1_5 | stage2)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value, e.g. --set training.max_steps=10 (repeatable)")
-    parser.add_argument("--nproc", type=int, default=int(os.environ.get("NUM_GPUS", "1")),
+    parser.add_argument("--nproc", type=int, default=None,
                         help="processes per node (default: $NUM_GPUS or 1)")
     parser.add_argument("--home", help="root holding models/ datasets/ checkpoints/ runs/ (default $LLAVA_KIT_HOME or .)")
-    parser.add_argument("--profile", help="speed profile applied after --set, keeping the global batch: "
-                                          "seed | fast (stages/profiles/) or a YAML path; see docs/performance.md")
+    parser.add_argument("--profile", default=os.environ.get("LLAVA_KIT_PROFILE") or None,
+                        help="speed profile applied after --set, keeping the global batch: seed | fast "
+                             "(stages/profiles/) or a YAML path (default: $LLAVA_KIT_PROFILE, else none: "
+                             "the recipe as written); see docs/performance.md")
     parser.set_defaults(func=run)
 
 
@@ -36,7 +39,30 @@ def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
             "-m", "llava.cli", "train", *argv]
 
 
+def processes_per_node(nproc: int | None) -> int:
+    """--nproc, else $NUM_GPUS, else 1; read when `train` runs so a bad NUM_GPUS breaks no other verb."""
+    if nproc is not None:
+        if nproc < 1:
+            raise KitError(f"--nproc {nproc}: needs a positive number of processes per node")
+        return nproc
+    raw = os.environ.get("NUM_GPUS", "1")
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise KitError(f"NUM_GPUS={raw!r} is not a positive whole number; set it to the GPUs per node to train "
+                       "on (or pass --nproc N)")
+    return value
+
+
 def run(args) -> int:
+    from llava.profiles import apply_profile
+    from llava.recipe import load_recipe
+
+    # yaml + pydantic only: a bad recipe or --set is reported once, before torch loads or torchrun starts
+    recipe = apply_profile(load_recipe(args.recipe, args.overrides), args.profile)
+    args.nproc = processes_per_node(args.nproc)
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
         # no --nproc here: torchrun's parser would take it for its own --nproc-per-node (ambiguous
         # prefix); the workers see LOCAL_RANK and do not re-launch
@@ -46,12 +72,9 @@ def run(args) -> int:
         if args.profile:
             argv.append(f"--profile={args.profile}")
         os.execv(sys.executable, torchrun_command(args.nproc, argv))
-    from llava.profiles import apply_profile
     from llava.paths import VolumeLayout
-    from llava.recipe import load_recipe
     from llava.train.run import train_stage
 
-    recipe = apply_profile(load_recipe(args.recipe, args.overrides), args.profile)
     result = train_stage(recipe, VolumeLayout.from_env(args.home))
     print(f"{recipe.name}: train_loss {result.train_loss:.4f} after {result.global_steps} steps "
           f"({result.skipped} samples skipped) -> {result.output}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import time
@@ -25,6 +24,7 @@ from llava.recipe import Recipe
 from llava.train.deepspeed_profiles import load_deepspeed_config
 from llava.train.distributed import prepare_process_group, world_size
 from llava.train.preflight import preflight
+from llava.train.reporting import announce_reporters, choose_reporters, reporter_callbacks
 from llava.train.checkpointing import Checkpoint, ResumableCheckpoints, latest_checkpoint, remove_incomplete
 from llava.train.events import EventLog
 from llava.train.forward import forward_options
@@ -58,7 +58,6 @@ def grad_accum_for_world(recipe: Recipe, world: int) -> int:
 def training_arguments(recipe: Recipe, run_dir: Path, accelerator_config: dict) -> TrainingArguments:
     spec = recipe.training
     cuda = torch.cuda.is_available()
-    reporters = [r for r in spec.report_to if importlib.util.find_spec(r) is not None]
     return TrainingArguments(
         output_dir=str(run_dir / "trainer"),
         per_device_train_batch_size=spec.per_device_batch,
@@ -88,7 +87,7 @@ def training_arguments(recipe: Recipe, run_dir: Path, accelerator_config: dict) 
         dataloader_drop_last=spec.dataloader_drop_last,
         seed=spec.seed,
         data_seed=spec.seed,
-        report_to=reporters,
+        report_to=choose_reporters(spec.report_to, run_dir).report_to,  # TensorBoard: reporter_callbacks
         remove_unused_columns=False,
         deepspeed=load_deepspeed_config(recipe.deepspeed),
         use_cpu=not cuda,
@@ -181,6 +180,7 @@ def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Pat
         # partitioned (empty) tensors that cannot be copied into the assembled model.
         built = build_model(recipe, layout)
         args = training_arguments(recipe, run_dir, accelerator_config)
+        reporters = choose_reporters(recipe.training.report_to, run_dir)
         counts = TunableParts(tuple(recipe.tunable_parts)).apply(built.model)
         log.info("trainable %d / frozen %d parameters", counts["trainable"], counts["frozen"])
         dataset, collator = build_dataset(recipe, built, inputs, run_dir)
@@ -188,9 +188,10 @@ def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Pat
         trainer = LlavaTrainer(
             model=built.model, args=args, train_dataset=dataset, data_collator=collator,
             lengths=dataset.modality_lengths() if recipe.training.group_by_modality_length else None,
-            megabatch=megabatch, vision_tower_lr=recipe.training.vision_tower_lr)
+            megabatch=megabatch, vision_tower_lr=recipe.training.vision_tower_lr, callbacks=reporter_callbacks(reporters))
         trainer.forward_options = forward_options(recipe, built.model)
         events = EventLog(run_dir / "events.jsonl", trainer.is_world_process_zero())
+        announce_reporters(reporters, events, recipe.source)
         store = ResumableCheckpoints(args.output_dir, recipe.checkpointing.keep_last, fingerprint(recipe, inputs),
                                      events, stop, support_files=lambda folder: write_support_files(folder, built))
         trainer.checkpoints = store
