@@ -54,19 +54,25 @@ def replacing(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Binary
     try:
         with open(tmp, "wb") as handle:
             yield handle
-            kill_in_write("file.written")
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        kill_in_write("file.synced")
-        os.replace(tmp, path)
+        kill_in_write("file.written")
+        move_into_place(tmp, path, fsync=fsync)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def move_into_place(complete: str | os.PathLike, path: str | os.PathLike, *, fsync: bool = True) -> Path:
+    """Rename the finished file `complete` (a sibling of `path`) over `path`: fsync it, rename, fsync the folder."""
+    path = Path(path)
+    if fsync:
+        fsync_path(complete)
+    kill_in_write("file.synced")
+    os.replace(complete, path)
     kill_in_write("file.renamed")
     if fsync:
         fsync_path(path.parent)
     kill_in_write("file.dir_synced")
+    return path
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:
