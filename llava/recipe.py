@@ -6,7 +6,6 @@ Unknown keys and wrong types fail here, before any model is built, naming the fi
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from llava.errors import KitError
 from llava.packaged import STAGES_DIR, packaged_path
+from llava.typed_config import config_error, read_document, set_dotted
 
 
 class _Strict(BaseModel):
@@ -209,51 +209,10 @@ def _parse_value(raw: str) -> Any:
     return value
 
 
-def _apply_override(body: dict, dotted: str, value: Any, origin: str | None = None) -> None:
-    """Set `a.b.c` in a nested dict; a key below a plain value is an error naming `origin`."""
-    node = body
-    keys = dotted.split(".")
-    for depth, key in enumerate(keys[:-1]):
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            section = ".".join(keys[:depth + 1])
-            raise KitError(f"{origin or dotted}: {section} is a value ({type(child).__name__} {child!r}), not a "
-                           f"section with keys; set it as a whole, e.g. --set {section}=...")
-        node = child
-    node[keys[-1]] = value
-
-
 def apply_overrides(body: dict, overrides: list[Override]) -> dict:
     for override in overrides:
-        _apply_override(body, override.key, override.value, f"command line {override.text}")
+        set_dotted(body, override.key, override.value, f"command line {override.text}")
     return body
-
-
-def schema_keys(model: type[BaseModel] = None, prefix: str = "") -> list[str]:
-    """Every dotted key a model accepts, sections and leaves (`training`, `training.max_steps`, ...)."""
-    model = model or Recipe
-    keys = []
-    for name, field in model.model_fields.items():
-        if field.exclude:
-            continue
-        dotted = f"{prefix}{name}"
-        keys.append(dotted)
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            keys += schema_keys(field.annotation, dotted + ".")
-    return keys
-
-
-def close_keys(dotted: str, model: type[BaseModel] = None) -> list[str]:
-    """Known keys a mistyped one probably meant: a near name in the same section, else the same name
-    in another section (`max_steps` -> `training.max_steps`), else a near dotted key anywhere."""
-    known = schema_keys(model)
-    parent, _, last = dotted.rpartition(".")
-    siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent]
-    near = difflib.get_close_matches(last, siblings, n=2, cutoff=0.75)
-    if near:
-        return [f"{parent}.{name}" if parent else name for name in near]
-    elsewhere = [k for k in known if k.rpartition(".")[2] == last and k != dotted]
-    return elsewhere[:3] or difflib.get_close_matches(dotted, known, n=2, cutoff=0.75)
 
 
 def _origin(loc: str, overrides: list[Override]) -> Override | None:
@@ -265,36 +224,9 @@ def _origin(loc: str, overrides: list[Override]) -> Override | None:
     return None
 
 
-def _what(item: dict, model: type[BaseModel] | None, key: str) -> str:
-    if item["type"] == "extra_forbidden":
-        close = close_keys(key, model)
-        return "unknown key" + (f"; did you mean {' or '.join(close)}?" if close else "")
-    message = item["msg"].removeprefix("Value error, ")
-    shown = item["input"]
-    return message if isinstance(shown, (dict, list)) else f"{message} (got {shown!r})"
-
-
-def describe_errors(err: ValidationError, model: type[BaseModel] | None = None,
-                    overrides: list[Override] | None = None, mark_origin: bool = True) -> str:
-    """One line per problem: dotted key, what is wrong, close keys for a typo and, when `mark_origin`,
-    which `--set` it came from."""
-    lines = []
-    for item in err.errors():
-        key = ".".join(str(p) for p in item["loc"])
-        origin = _origin(key, overrides or []) if mark_origin else None
-        lines.append(f"  {key or '(recipe)'}: {_what(item, model, key)}"
-                     + (f"  [from the command line: {origin.text}]" if origin else ""))
-    return "\n".join(lines)
-
-
 def read_recipe_body(path: Path) -> dict:
     """The YAML mapping of a recipe file, or an error naming the file."""
-    if not path.is_file():
-        raise KitError(f"recipe file {path} does not exist")
-    try:
-        body = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise KitError(f"{path}: not valid YAML: {err}") from err
+    body = read_document(path, f"recipe file {path} does not exist") or {}
     if not isinstance(body, dict):
         raise KitError(f"{path}: a recipe is a YAML mapping of keys (name, init, data, ...), not a {type(body).__name__}")
     return body
@@ -314,8 +246,12 @@ def validate_recipe(body: dict, path: Path, overrides: list[Override] | None = N
             where = f"invalid recipe {path} and command-line --set values"
         else:
             where = f"{path}: invalid recipe"
-        mixed = any(from_cli) and not all(from_cli)
-        raise KitError(f"{where}:\n{describe_errors(err, Recipe, overrides, mark_origin=mixed)}") from None
+
+        def note(key: str) -> str:  # only worth saying when the file and the command line both erred
+            origin = _origin(key, overrides) if any(from_cli) and not all(from_cli) else None
+            return f"  [from the command line: {origin.text}]" if origin else ""
+
+        raise config_error(err, str(path), Recipe, header=where, note=note) from None
 
 
 def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 from llava.durable import write_bytes
 from llava.errors import KitError
+from llava.typed_config import read_document
 
 # Head-room kept free on top of what a step expects to write (file-system metadata, logs).
 SPARE_BYTES = 256 << 20
@@ -63,14 +64,7 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path
 
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Load a LLaVA JSON list, with a KitError that names the file on any problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise KitError(f"{path} does not exist: run `llava-kit prepare data` for this stage first")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            body = json.load(handle)
-    except json.JSONDecodeError as err:
-        raise KitError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}): {err.msg}") from err
+    body = read_document(path, f"{path} does not exist: run `llava-kit prepare data` for this stage first", as_json=True)
     if not isinstance(body, list):
         raise KitError(f"{path} must hold a JSON list of records, found a {type(body).__name__}")
     return body

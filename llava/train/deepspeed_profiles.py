@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
-from llava.errors import KitError
 from llava.packaged import STAGES_DIR, packaged_path
+from llava.typed_config import read_document
 
 PROFILES_DIR = STAGES_DIR / "deepspeed"
 
@@ -16,7 +14,5 @@ def load_deepspeed_config(name_or_path: str | None) -> dict | None:
     path = packaged_path(name_or_path)
     if path.suffix != ".json":
         path = PROFILES_DIR / f"{name_or_path}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
-        raise KitError(f"DeepSpeed profile {name_or_path!r} not found ({path}); known profiles: {known}")
-    return json.loads(path.read_text())
+    known = sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
+    return read_document(path, f"DeepSpeed profile {name_or_path!r} not found ({path}); known profiles: {known}")
