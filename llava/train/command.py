@@ -23,6 +23,11 @@ def register(subparsers) -> None:
     parser.add_argument("--home", help="root holding models/ datasets/ checkpoints/ runs/ (default $LLAVA_KIT_HOME or .)")
     parser.add_argument("--profile", help="speed profile applied after --set, keeping the global batch: "
                                           "seed | fast (stages/profiles/) or a YAML path; see docs/performance.md")
+    parser.add_argument("--allow-recipe-change", action="store_true",
+                        help="resume a stage whose resumable state was saved under other recipe values (e.g. more "
+                             "training.max_steps): the steps already done keep the old values and the LR schedule "
+                             "is rebuilt for the new ones at the saved step, so the result matches no fresh run; "
+                             "without it such a resume is refused with the changed keys listed")
     parser.set_defaults(func=run)
 
 
@@ -69,11 +74,13 @@ def run(args) -> int:
             argv.append(f"--home={args.home}")
         if args.profile:
             argv.append(f"--profile={args.profile}")
+        if args.allow_recipe_change:
+            argv.append("--allow-recipe-change")
         os.execv(sys.executable, torchrun_command(args.nproc, argv))
     from llava.paths import VolumeLayout
     from llava.train.run import train_stage
 
-    result = train_stage(recipe, VolumeLayout.from_env(args.home))
+    result = train_stage(recipe, VolumeLayout.from_env(args.home), allow_recipe_change=args.allow_recipe_change)
     print(f"{recipe.name}: train_loss {result.train_loss:.4f} after {result.global_steps} steps "
           f"({result.skipped} samples skipped) -> {result.output}")
     return 0
