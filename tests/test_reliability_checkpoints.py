@@ -60,7 +60,9 @@ def test_rotation_keeps_the_newest_complete_ones(tmp_path):
 def test_resume_carries_the_loss_and_refuses_other_data_or_world_size(tmp_path):
     saved(tmp_path, 8)
     events = EventLog(tmp_path / "events.jsonl")
-    store = ResumableCheckpoints(tmp_path, 1, {**FINGERPRINT, "recipe_hash": "r2"}, events)
+    with pytest.raises(KitError, match="the recipe changed since checkpoint-8 .*--allow-recipe-change"):
+        ResumableCheckpoints(tmp_path, 1, {**FINGERPRINT, "recipe_hash": "r2"}, events).resume_point()
+    store = ResumableCheckpoints(tmp_path, 1, {**FINGERPRINT, "recipe_hash": "r2"}, events, allow_recipe_change=True)
     assert store.resume_point().step == 8 and (store.base_step, store.base_loss_sum) == (8, 16.0)
     assert "the recipe changed since checkpoint-8" in (tmp_path / "events.jsonl").read_text()
     with pytest.raises(KitError, match="trained on other data") as err:

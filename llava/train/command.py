@@ -25,6 +25,11 @@ def register(subparsers) -> None:
                         help="speed profile applied after --set, keeping the global batch: seed | fast "
                              "(stages/profiles/) or a YAML path (default: $LLAVA_KIT_PROFILE, else none: "
                              "the recipe as written); see docs/performance.md")
+    parser.add_argument("--allow-recipe-change", action="store_true",
+                        help="resume a stage whose resumable state was saved under other recipe values (e.g. more "
+                             "training.max_steps): the steps already done keep the old values and the LR schedule "
+                             "is rebuilt for the new ones at the saved step, so the result matches no fresh run; "
+                             "without it such a resume is refused with the changed keys listed")
     parser.set_defaults(func=run)
 
 
@@ -71,11 +76,13 @@ def run(args) -> int:
             argv.append(f"--home={args.home}")
         if args.profile:
             argv.append(f"--profile={args.profile}")
+        if args.allow_recipe_change:
+            argv.append("--allow-recipe-change")
         os.execv(sys.executable, torchrun_command(args.nproc, argv))
     from llava.paths import VolumeLayout
     from llava.train.run import train_stage
 
-    result = train_stage(recipe, VolumeLayout.from_env(args.home))
+    result = train_stage(recipe, VolumeLayout.from_env(args.home), allow_recipe_change=args.allow_recipe_change)
     print(f"{recipe.name}: train_loss {result.train_loss:.4f} after {result.global_steps} steps "
           f"({result.skipped} samples skipped) -> {result.output}")
     return 0
