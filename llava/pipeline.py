@@ -10,11 +10,13 @@ import shutil
 import time
 from pathlib import Path
 
+from llava.durable import write_text
+from llava.markdown import markdown_table
+from llava.packaged import SUITES_DIR
 from llava.paths import VolumeLayout
 
-REPO = Path(__file__).resolve().parent.parent
 SMOKE_STAGES = ("stage1", "stage1_5", "stage2")
-SMOKE_SUITE = REPO / "eval" / "shapes_smoke.yaml"
+SMOKE_SUITE = SUITES_DIR / "shapes_smoke.yaml"
 
 
 def smoke_layout(out: Path) -> VolumeLayout:
@@ -54,17 +56,17 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
 
 
 def write_report(out: Path, report: dict) -> None:
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    write_text(out / "report.json", json.dumps(report, indent=2))
     lines = ["# llava-kit smoke run", "",
              f"Tiny model, synthetic shapes world (seed {report['seed']}"
-             + (", blank images: negative control" if report["blank_images"] else "") + ").", "",
-             "| stage | train loss | steps | skipped | seconds |", "|---|---|---|---|---|"]
-    lines += [f"| {s['stage']} | {s['train_loss']:.4f} | {s['steps']} | {s['skipped']} | {s['seconds']} |"
-              for s in report["stages"]]
+             + (", blank images: negative control" if report["blank_images"] else "") + ").", ""]
+    lines += markdown_table(["stage", "train loss", "steps", "skipped", "seconds"],
+                            [(s["stage"], f"{s['train_loss']:.4f}", s["steps"], s["skipped"], s["seconds"])
+                             for s in report["stages"]])
     lines += ["", f"Colour accuracy: **{report['colour_accuracy']:.3f}** on {report['questions']} held-out "
               f"questions (builtin MMBench scorer; chart and table in eval/).", "",
               f"Total time: {report['seconds']} s."]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "report.md", "\n".join(lines) + "\n")
 
 
 def register(subparsers) -> None:

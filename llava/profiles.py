@@ -14,7 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from llava.errors import KitError
-from llava.recipe import STAGES_DIR, Recipe, _apply_override, describe_errors
+from llava.packaged import STAGES_DIR, packaged_path
+from llava.recipe import Recipe, _apply_override, describe_errors
 
 PROFILES_DIR = STAGES_DIR / "profiles"
 
@@ -36,7 +37,7 @@ def known_profiles() -> list[str]:
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
-    path = Path(name_or_path)
+    path = packaged_path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = PROFILES_DIR / f"{name_or_path}.yaml"
     if not path.is_file():

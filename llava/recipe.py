@@ -17,8 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llava.errors import KitError
-
-STAGES_DIR = Path(__file__).resolve().parent.parent / "stages"
+from llava.packaged import STAGES_DIR, packaged_path
 
 
 class _Strict(BaseModel):
@@ -163,13 +162,10 @@ class Recipe(_Strict):
 
 
 def resolve_recipe_path(name_or_path: str | Path) -> Path:
-    """`stage2` -> stages/stage2.yaml; a path is taken as is."""
+    """`stage2` -> the packaged stages/stage2.yaml; a path is taken as is, or as the packaged file of that name."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
-        return path
-    if not STAGES_DIR.is_dir():
-        raise KitError(f"llava-kit's recipes are not at {STAGES_DIR}: stages/ and eval/ live in the repository, "
-                       "not in a wheel; install from a clone with `pip install -e .`, or pass a recipe path")
+        return packaged_path(path)
     candidate = STAGES_DIR / f"{name_or_path}.yaml"
     if candidate.is_file():
         return candidate

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llava.errors import KitError
+from llava.packaged import packaged_path
 from llava.paths import VolumeLayout
 
 # VLMEvalKit scores a dataset circularly iff its name contains one of these (image_mcq.py:269-274).
@@ -106,8 +107,8 @@ def _describe(err: dict, path: Path) -> str:
 
 
 def load_suite(path: str | os.PathLike) -> Suite:
-    """Read and validate a suite YAML; every problem is reported with the file and key."""
-    path = Path(path)
+    """Read and validate a suite YAML (eval/NAME.yaml is the packaged one if no such file is here)."""
+    path = packaged_path(path)
     if not path.is_file():
         raise KitError(f"suite file {path} does not exist (suites live in eval/, e.g. eval/mmbench_dev_en.yaml)")
     try:

@@ -12,7 +12,6 @@ Hand-written: neither transformers nor accelerate publishes checkpoints atomical
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
@@ -21,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from llava.durable import recover_folders_in, replace_folder, write_text
 from llava.errors import KitError
 from llava.train.events import EventLog
-from llava.train.fault_injection import kill_in_save
+from llava.fault_injection import kill_in_save
 from llava.train.recipe_change import change_report, recipe_changes
 
 MARKER = "COMPLETE.json"
@@ -40,32 +40,6 @@ class Checkpoint:
     @property
     def name(self) -> str:
         return self.path.name
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(folder: Path) -> None:
-    """Flush every file, then every folder bottom-up, so a rename publishes data that is on disk."""
-    for root, _, files in os.walk(folder, topdown=False):
-        for name in files:
-            _fsync(Path(root) / name)
-        _fsync(Path(root))
-
-
-def write_json_durably(path: Path, body: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(body, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync(path.parent)
 
 
 def file_sizes(folder: Path) -> dict[str, int]:
@@ -95,6 +69,7 @@ def read_checkpoint(folder: Path) -> Checkpoint | None:
 def complete_checkpoints(trainer_dir: Path) -> list[Checkpoint]:
     if not trainer_dir.is_dir():
         return []
+    recover_folders_in(trainer_dir)
     found = (read_checkpoint(path) for path in trainer_dir.iterdir())
     return sorted((c for c in found if c is not None), key=lambda c: c.step)
 
@@ -249,20 +224,16 @@ class ResumableCheckpoints:
             self.stop.last_checkpoint = str(self.trainer_dir / staged.name)
 
     def _publish(self, staged: Path, step: int, loss_sum: float, seconds: float) -> None:
-        final = self.trainer_dir / staged.name
-        fsync_tree(staged)
-        if final.exists():  # an unmarked leftover of an abandoned run (complete ones are never re-saved)
-            shutil.rmtree(final)
-        os.replace(staged, final)
-        _fsync(self.trainer_dir)
+        # replaces only an unmarked leftover of an abandoned run (complete ones are never re-saved)
+        final = replace_folder(staged, self.trainer_dir / staged.name)
         if not any(self.staging_root.iterdir()):
             self.staging_root.rmdir()
         kill_in_save(step, "unmarked")
-        write_json_durably(final / MARKER, {
+        write_text(final / MARKER, json.dumps({
             "step": step, "reason": self.reason, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "save_seconds": round(seconds, 3), "loss_sum": loss_sum, "fingerprint": self.fingerprint,
             "recipe": self.recipe,
-            "files": file_sizes(final)})
+            "files": file_sizes(final)}, indent=1, sort_keys=True))
         self._rotate(final)
         self.events.emit("checkpoint", f"saved resumable state {final} ({self.reason}, {seconds:.1f} s)",
                          step=step, reason=self.reason, path=str(final), seconds=round(seconds, 3))

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from llava.errors import KitError
-from llava.recipe import STAGES_DIR
+from llava.packaged import STAGES_DIR, packaged_path
 
 PROFILES_DIR = STAGES_DIR / "deepspeed"
 
@@ -14,7 +13,7 @@ PROFILES_DIR = STAGES_DIR / "deepspeed"
 def load_deepspeed_config(name_or_path: str | None) -> dict | None:
     if not name_or_path:
         return None
-    path = Path(name_or_path)
+    path = packaged_path(name_or_path)
     if path.suffix != ".json":
         path = PROFILES_DIR / f"{name_or_path}.json"
     if not path.is_file():
