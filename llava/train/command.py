@@ -6,46 +6,59 @@ import math
 import os
 import sys
 
+from llava.train.launch import Launch
 from llava.train.signals import stop_grace_seconds
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "train", help="train one stage from a recipe (stages/stage1.yaml, stage1_5, stage2, stages/smoke/...)",
-        description="Train one stage. With --nproc/NUM_GPUS > 1 the command re-launches itself with torchrun "
-                    "(NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT are read from the environment).")
+        description="Train one stage. With --nproc/NUM_GPUS > 1 or --nnodes > 1 the command re-launches itself "
+                    "with torchrun; several nodes meet over a c10d rendezvous at --master-addr:--master-port "
+                    "(docs/containers.md, 'Several nodes').")
     parser.add_argument("recipe", help="recipe YAML path or name (stage1 | stage1_5 | stage2)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value, e.g. --set training.max_steps=10 (repeatable)")
-    parser.add_argument("--nproc", type=int, default=int(os.environ.get("NUM_GPUS", "1")),
-                        help="processes per node (default: $NUM_GPUS or 1)")
+    add_launch_flags(parser)
     parser.add_argument("--home", help="root holding models/ datasets/ checkpoints/ runs/ (default $LLAVA_KIT_HOME or .)")
     parser.add_argument("--profile", help="speed profile applied after --set, keeping the global batch: "
                                           "seed | fast (stages/profiles/) or a YAML path; see docs/performance.md")
     parser.set_defaults(func=run)
 
 
-def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
-    env = os.environ
-    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-            f"--nnodes={env.get('NNODES', '1')}", f"--node_rank={env.get('NODE_RANK', '0')}",
-            f"--master_addr={env.get('MASTER_ADDR', '127.0.0.1')}", f"--master_port={env.get('MASTER_PORT', '29500')}",
-            # torchrun SIGKILLs workers 30 s after forwarding SIGTERM unless told otherwise: give them the
-            # kit's stop grace (llava.train.signals) to finish the step and save
-            f"--shutdown-timeout={math.ceil(stop_grace_seconds()) + 5}",
-            "-m", "llava.cli", "train", *argv]
+def add_launch_flags(parser) -> None:
+    """Where this node sits in the job; the defaults are the variables launchers set (argparse applies
+    `type` to them too, so a bad value is a usage error)."""
+    env = os.environ.get
+    parser.add_argument("--nproc", type=int, default=env("NUM_GPUS", "1"), help="processes per node (default: $NUM_GPUS or 1)")
+    parser.add_argument("--nnodes", type=int, default=env("NNODES", "1"), help="nodes in the job (default: $NNODES or 1)")
+    parser.add_argument("--node-rank", type=int, default=env("NODE_RANK", "0"),
+                        help="this node's index; node 0 hosts the rendezvous (default: $NODE_RANK or 0)")
+    parser.add_argument("--master-addr", default=env("MASTER_ADDR", "127.0.0.1"),
+                        help="node 0's address, the same on every node (default: $MASTER_ADDR or 127.0.0.1)")
+    parser.add_argument("--master-port", type=int, default=env("MASTER_PORT", "29500"),
+                        help="rendezvous port on node 0 (default: $MASTER_PORT or 29500)")
+
+
+def torchrun_command(launch: Launch, argv: list[str]) -> list[str]:
+    # torchrun would SIGKILL workers 30 s after forwarding SIGTERM: give them the kit's stop grace
+    # (llava.train.signals) to finish the step and save
+    return [sys.executable, "-m", "torch.distributed.run",
+            *launch.torchrun_args(math.ceil(stop_grace_seconds()) + 5), "-m", "llava.cli", "train", *argv]
 
 
 def run(args) -> int:
-    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        # no --nproc here: torchrun's parser would take it for its own --nproc-per-node (ambiguous
-        # prefix); the workers see LOCAL_RANK and do not re-launch
+    launch = Launch(args.nproc, args.nnodes, args.node_rank, args.master_addr, args.master_port)
+    launch.check()
+    if launch.distributed and "LOCAL_RANK" not in os.environ:
+        # no launch flags here: torchrun's parser would take --nproc for its own --nproc-per-node
+        # (ambiguous prefix); the workers see LOCAL_RANK and do not re-launch
         argv = [args.recipe, *[f"--set={o}" for o in args.overrides]]
         if args.home:
             argv.append(f"--home={args.home}")
         if args.profile:
             argv.append(f"--profile={args.profile}")
-        os.execv(sys.executable, torchrun_command(args.nproc, argv))
+        os.execv(sys.executable, torchrun_command(launch, argv))
     from llava.profiles import apply_profile
     from llava.paths import VolumeLayout
     from llava.recipe import load_recipe
