@@ -108,9 +108,10 @@ def test_grace_watchdog_exits_a_stuck_stop_in_time(tmp_path):
 
 def test_grace_setting_is_validated_and_reaches_torchrun(monkeypatch):
     from llava.train.command import torchrun_command
+    from llava.train.launch import Launch
     from llava.train.signals import stop_grace_seconds
     monkeypatch.delenv("LLAVA_KIT_STOP_GRACE_S", raising=False)
-    assert stop_grace_seconds() == 110 and "--shutdown-timeout=115" in torchrun_command(2, ["stage2"])
+    assert stop_grace_seconds() == 110 and "--shutdown-timeout=115" in torchrun_command(Launch(nproc=2), ["stage2"])
     monkeypatch.setenv("LLAVA_KIT_STOP_GRACE_S", "soon")
     with pytest.raises(KitError, match="LLAVA_KIT_STOP_GRACE_S='soon' must be a positive number of seconds"):
         stop_grace_seconds()

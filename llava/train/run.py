@@ -22,7 +22,7 @@ from llava.model.tunable import TunableParts
 from llava.paths import VolumeLayout
 from llava.recipe import Recipe
 from llava.train.deepspeed_profiles import load_deepspeed_config
-from llava.train.distributed import prepare_process_group, world_size
+from llava.train.distributed import prepare_process_group, require_shared_folder, world_size
 from llava.train.preflight import preflight
 from llava.train.reporting import announce_reporters, choose_reporters, reporter_callbacks
 from llava.train.checkpointing import Checkpoint, ResumableCheckpoints, latest_checkpoint, remove_incomplete
@@ -118,6 +118,7 @@ def fingerprint(recipe: Recipe, inputs) -> dict:
 def _resume_point(trainer: LlavaTrainer, store: ResumableCheckpoints, ledger: SkipLedger,
                   events: EventLog) -> Checkpoint | None:
     """Main process drops unmarked leftovers (and a stale skip ledger on a fresh start); all ranks then agree."""
+    require_shared_folder(store.trainer_dir, trainer.is_world_process_zero(), trainer.args.device)
     if trainer.is_world_process_zero():
         removed = remove_incomplete(store.trainer_dir)
         if removed:
