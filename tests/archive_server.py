@@ -8,35 +8,21 @@ Hand-written: http.server's SimpleHTTPRequestHandler ignores Range.
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from fake_hub import LoopbackServer
 
 
-class ArchiveServer:
-    def __init__(self, files: dict[str, bytes] | None = None, host: str = "127.0.0.1"):
+class ArchiveServer(LoopbackServer):
+    def __init__(self, files: dict[str, bytes] | None = None):
         self.files: dict[str, bytes] = dict(files or {})
         self.cuts: dict[str, list[int]] = {}
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
-        self._server = ThreadingHTTPServer((host, 0), _handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        super().__init__(_handler(self))
 
     def gets(self, path: str) -> list[str | None]:
         """The Range header of every GET of `path` (None for a full GET)."""
         return [rng for method, got, rng in self.requests if method == "GET" and got == path]
-
-    def __enter__(self) -> "ArchiveServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def _handler(server: ArchiveServer):

@@ -6,9 +6,7 @@ and no archive traffic at all when the user gives every root."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from archive_server import ArchiveServer
 from llava.cli import main
 from llava.manifest import require_manifest
 from llava.prepare.sources import DEFAULT_SOURCES
-from prepare_samples import image_bytes, record
+from prepare_samples import image_bytes, record, zip_bytes
 
 # source -> {archive file: [members]}; the mix665k paths are <source>/<member>
 ARCHIVES = {
@@ -30,12 +28,9 @@ ARCHIVES = {
 
 
 def _zip(members: list[str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as bundle:
-        for number, name in enumerate(members):
-            # noisy 320x320 JPEGs: big enough that a cut connection leaves whole 64 KiB chunks on disk
-            bundle.writestr(name, image_bytes(size=(320, 320), seed=number + len(name)))
-    return buffer.getvalue()
+    # noisy 320x320 JPEGs: big enough that a cut connection leaves whole 64 KiB chunks on disk
+    return zip_bytes({name: image_bytes(size=(320, 320), seed=number + len(name))
+                      for number, name in enumerate(members)})
 
 
 def _records(extra: list[dict] | None = None) -> list[dict]:

@@ -15,15 +15,14 @@ and with it but no engine it fails.
 
 from __future__ import annotations
 
-import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -49,14 +48,6 @@ pytestmark = [
 ]
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as bundle:
-        for name, data in members.items():
-            bundle.writestr(name, data)
-    return buffer.getvalue()
-
-
 def _model_files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != "manifest.json"}
 
@@ -67,7 +58,7 @@ def _records(world: Path, stage: str) -> list[dict]:
 
 def _publish_inputs(world: Path, hub, archives, tmp: Path) -> dict[str, str]:
     """The shapes world in the real sources' formats; returns repo id -> commit."""
-    from prepare_samples import recap_shard
+    from prepare_samples import recap_shard, zip_bytes
 
     images = lambda stage: world / "datasets" / stage / "images"  # noqa: E731
     pretrain = _records(world, "stage1")
@@ -89,14 +80,14 @@ def _publish_inputs(world: Path, hub, archives, tmp: Path) -> dict[str, str]:
     mix += [{"id": f"ocr-{n}", "image": f"ocr_vqa/images/{n}.jpg", "conversations": mix[0]["conversations"]}
             for n in range(3)]  # the seed's filter drops these before sampling: no archive needed
     for (source, archive), files in zips.items():
-        archives.files[f"/{source}/{archive}"] = _zip(files)
+        archives.files[f"/{source}/{archive}"] = zip_bytes(files)
     commits = {
         "Qwen/Qwen2.5-0.5B-Instruct": hub.add_repo("Qwen/Qwen2.5-0.5B-Instruct").commit(
             _model_files(world / "models" / "tiny-qwen2")),
         "google/siglip-so400m-patch14-384": hub.add_repo("google/siglip-so400m-patch14-384").commit(
             _model_files(world / "models" / "tiny-siglip")),
         "liuhaotian/LLaVA-Pretrain": hub.add_repo("liuhaotian/LLaVA-Pretrain", "dataset").commit({
-            "blip_laion_cc_sbu_558k.json": json.dumps(pretrain).encode(), "images.zip": _zip(members)}),
+            "blip_laion_cc_sbu_558k.json": json.dumps(pretrain).encode(), "images.zip": zip_bytes(members)}),
         "lmms-lab/LLaVA-ReCap-118K": hub.add_repo("lmms-lab/LLaVA-ReCap-118K", "dataset").commit({
             "data/train-00000-of-00001.parquet": (tmp / "recap.parquet").read_bytes()}),
         "liuhaotian/LLaVA-Instruct-150K": hub.add_repo("liuhaotian/LLaVA-Instruct-150K", "dataset").commit({
@@ -141,7 +132,7 @@ class Rehearsal:
         for name in FILES:
             cmd += ["-f", str(ROOT / name)]
         cmd += ["run", "--rm", "-T", *args]
-        log = self.logs / f"{step}.log"
+        log = self.logs / (re.sub(r"[^A-Za-z0-9_.]+", "-", step).strip("-") + ".log")
         started = time.monotonic()
         with log.open("w") as sink:
             done = subprocess.run(cmd, stdout=sink, stderr=subprocess.STDOUT, env={**self.env, **(extra_env or {})},

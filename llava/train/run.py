@@ -22,7 +22,7 @@ from llava.model.tunable import TunableParts
 from llava.paths import VolumeLayout
 from llava.recipe import Recipe
 from llava.train.deepspeed_profiles import load_deepspeed_config
-from llava.train.distributed import prepare_process_group, world_size
+from llava.train.distributed import prepare_process_group, require_shared_folder, world_size
 from llava.train.preflight import preflight
 from llava.train.reporting import announce_reporters, choose_reporters, reporter_callbacks
 from llava.train.checkpointing import Checkpoint, ResumableCheckpoints, latest_checkpoint, remove_incomplete
@@ -118,6 +118,7 @@ def fingerprint(recipe: Recipe, inputs) -> dict:
 def _resume_point(trainer: LlavaTrainer, store: ResumableCheckpoints, ledger: SkipLedger,
                   events: EventLog) -> Checkpoint | None:
     """Main process drops unmarked leftovers (and a stale skip ledger on a fresh start); all ranks then agree."""
+    require_shared_folder(store.trainer_dir, trainer.is_world_process_zero(), trainer.args.device)
     if trainer.is_world_process_zero():
         removed = remove_incomplete(store.trainer_dir)
         if removed:
@@ -168,8 +169,13 @@ def _stopped_message(recipe: Recipe, stop: StopRequests, store: ResumableCheckpo
             "Run the same command again to resume.")
 
 
-def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Path | None = None) -> StageResult:
-    """Train one stage, resuming from the newest complete checkpoint in run_dir/trainer when there is one."""
+def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Path | None = None, *,
+                allow_recipe_change: bool = False) -> StageResult:
+    """Train one stage, resuming from the newest complete checkpoint in run_dir/trainer when there is one.
+
+    A checkpoint saved under other recipe values is resumed only with `allow_recipe_change`
+    (llava.train.recipe_change says why and what it does to the LR schedule).
+    """
     layout = layout or VolumeLayout.from_env()
     started = time.time()
     inputs = preflight(recipe, layout)
@@ -193,7 +199,8 @@ def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Pat
         events = EventLog(run_dir / "events.jsonl", trainer.is_world_process_zero())
         announce_reporters(reporters, events, recipe.source)
         store = ResumableCheckpoints(args.output_dir, recipe.checkpointing.keep_last, fingerprint(recipe, inputs),
-                                     events, stop, support_files=lambda folder: write_support_files(folder, built))
+                                     events, stop, support_files=lambda folder: write_support_files(folder, built),
+                                     recipe=recipe.model_dump(mode="json"), allow_recipe_change=allow_recipe_change)
         trainer.checkpoints = store
         trainer.add_callback(StepControl(recipe.checkpointing.resume_every_steps, store, stop, events))
         resume = _resume_point(trainer, store, collator.ledger, events)
