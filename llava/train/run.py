@@ -14,6 +14,7 @@ from transformers import TrainingArguments
 from llava.data.collator import Collator, SkipLedger, placeholder_image_row
 from llava.data.dataset import ConversationDataset, load_records
 from llava.data.images import image_pipeline
+from llava.durable import write_text
 from llava.errors import KitError
 from llava.manifest import sha256_file, write_manifest
 from llava.model.build import BuiltModel, build_model
@@ -216,7 +217,7 @@ def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Pat
     train_loss = _stage_loss(store, result, step)
     skipped = len(collator.ledger.seen_ids())
     if trainer.is_world_process_zero():
-        (run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        write_text(run_dir / "log_history.json", json.dumps(trainer.state.log_history, indent=1))
         write_manifest(output, "checkpoint", inputs=inputs.manifest_hashes(), recipe_hash=recipe.content_hash(),
                        started=started, metrics={"train_loss": train_loss, "global_steps": step,
                                                  "skipped_samples": skipped},
