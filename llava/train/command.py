@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -43,6 +44,9 @@ def add_launch_flags(parser) -> None:
                         help="this node's index; node 0 hosts the rendezvous (default: $NODE_RANK or 0)")
     parser.add_argument("--master-addr", help="node 0's address, the same on every node (default: $MASTER_ADDR or 127.0.0.1)")
     parser.add_argument("--master-port", type=int, help="rendezvous port on node 0 (default: $MASTER_PORT or 29500)")
+    parser.add_argument("--print-launch", action="store_true", default=bool(os.environ.get("LLAVA_KIT_PRINT_LAUNCH")),
+                        help="print, as JSON, the torchrun command this node would run, and exit (checks a "
+                             "cluster template; also set by LLAVA_KIT_PRINT_LAUNCH=1)")
 
 
 # launch field -> (the variable launchers set, its default)
@@ -94,7 +98,14 @@ def run(args) -> int:
             argv.append(f"--profile={args.profile}")
         if args.allow_recipe_change:
             argv.append("--allow-recipe-change")
-        os.execv(sys.executable, torchrun_command(launch, argv))
+        command = torchrun_command(launch, argv)
+        if args.print_launch:
+            print(json.dumps({"torchrun": command}))
+            return 0
+        os.execv(sys.executable, command)
+    if args.print_launch:
+        print(json.dumps({"torchrun": None}))  # one process: trains in this one, no torchrun
+        return 0
     from llava.paths import VolumeLayout
     from llava.train.run import train_stage
 
