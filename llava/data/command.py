@@ -35,7 +35,7 @@ def _image_tokens(record: dict, recipe, processor, layout, image_size: str | Non
 def run(args) -> int:
     from llava.data.templates import expand_image_tokens, render_conversation
     from llava.errors import KitError
-    from llava.model.build import recipe_processor
+    from llava.data.processor import recipe_processor
     from llava.paths import VolumeLayout
     from llava.recipe import load_recipe
 
