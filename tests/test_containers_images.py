@@ -21,7 +21,7 @@ DOCKERFILES = sorted((ROOT / "docker").glob("*Dockerfile"))
 HADOLINT = Path(sys.executable).parent / "hadolint"
 REFRESH = ROOT / "scripts" / "refresh-digests.py"
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
-VLMEVALKIT_COMMIT = "e8e78f05c3080fe28154f2130321f17951c3be94"
+VLMEVALKIT_COMMIT = "e8e78f05f3080fe28154f2130321f17951c3be94"
 # what the GPU images install from the PyTorch index, and what torch's CUDA wheel brings with it
 TORCH_OWNED = re.compile(r"torch|torchvision|triton|nvidia-.*|cuda-.*")
 

@@ -71,8 +71,8 @@ def _image_tokens(record: dict, sample: str, recipe, processor, layout, image_si
 
 
 def run(args) -> int:
+    from llava.data.processor import recipe_processor
     from llava.data.templates import TemplateError, expand_image_tokens, render_conversation
-    from llava.model.build import recipe_processor
     from llava.paths import VolumeLayout
     from llava.recipe import load_recipe
 

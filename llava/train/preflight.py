@@ -8,7 +8,7 @@ from pathlib import Path
 from llava.data.images import image_pipeline
 from llava.errors import KitError
 from llava.manifest import manifest_hash, require_manifest
-from llava.model.build import recipe_processor
+from llava.data.processor import recipe_processor
 from llava.recipe import Recipe
 
 TEXT_MARGIN = 512  # tokens of text a sample must still fit beside its largest image
