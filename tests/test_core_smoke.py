@@ -13,12 +13,14 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow
+SMOKE_LIMIT_S = 900  # the smoke's own limit; measured: docs/performance.md / the closing note
+# pytest's per-test timeout must outlast the subprocess it waits for, or a slow shared box fails a good run
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(SMOKE_LIMIT_S + 60)]
 
 
 def run_smoke(out, *extra: str) -> dict:
     done = subprocess.run([sys.executable, "-m", "llava.cli", "smoke", "--out", str(out), *extra],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=SMOKE_LIMIT_S)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "colour accuracy" in done.stdout
     return json.loads((out / "report.json").read_text())
