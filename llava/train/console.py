@@ -29,12 +29,11 @@ def log_file(run_dir: Path) -> Path:
 
 
 @contextmanager
-def stage_console(run_dir: Path) -> Iterator[Path]:
-    """Route library logging and warnings to the run's log file for the duration of a stage."""
+def stage_console(path: Path) -> Iterator[Path]:
+    """Route library logging and warnings to the log file `path` for the duration of a step."""
     import transformers.utils.logging as hf_logging
 
     _quiet_deepspeed_import()
-    path = log_file(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -96,9 +95,10 @@ def _give_back(logger: logging.Logger, handler: logging.Handler, state: tuple) -
     logger.propagate, logger.level = propagate, level
 
 
-def print_header(name: str, source: str | None, output: Path, log_path: Path) -> None:
+def print_header(title: str, output: Path, log_path: Path) -> None:
+    """`== stage1 (stages/smoke/stage1.yaml) -> checkpoints/stage1`, and where the details are."""
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"\n== {name} ({source}) -> {output}\n   details: {log_path}", file=sys.stderr, flush=True)
+        print(f"\n== {title} -> {output}\n   details: {log_path}", file=sys.stderr, flush=True)
 
 
 class StageProgress(ProgressCallback):

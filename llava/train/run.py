@@ -26,7 +26,7 @@ from llava.train.deepspeed_profiles import load_deepspeed_config
 from llava.train.distributed import prepare_process_group, world_size
 from llava.train.preflight import preflight
 from llava.train.reporting import announce_reporters, choose_reporters, reporter_callbacks
-from llava.train.console import StageProgress, print_header, stage_console
+from llava.train.console import StageProgress, log_file, print_header, stage_console
 from llava.train.checkpointing import Checkpoint, ResumableCheckpoints, latest_checkpoint, remove_incomplete
 from llava.train.events import EventLog
 from llava.train.forward import forward_options
@@ -182,8 +182,8 @@ def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Pat
     inputs = preflight(recipe, layout)
     run_dir = Path(run_dir or layout.runs / recipe.name)
     accelerator_config = prepare_process_group(recipe.deepspeed is not None)
-    with stage_console(run_dir) as log_path, StopRequests(run_dir) as stop:
-        print_header(recipe.name, recipe.source, layout.resolve(recipe.output), log_path)
+    with stage_console(log_file(run_dir)) as log_path, StopRequests(run_dir) as stop:
+        print_header(f"{recipe.name} ({recipe.source})", layout.resolve(recipe.output), log_path)
         # Built before TrainingArguments: with a ZeRO-3 config active, from_pretrained would load
         # partitioned (empty) tensors that cannot be copied into the assembled model.
         built = build_model(recipe, layout)
