@@ -12,9 +12,9 @@ import time
 import pytest
 import torch
 
-from train_cli import assert_bit_identical, events, run_train
+from train_cli import TRAIN_LIMIT_S, assert_bit_identical, events, limit_for, run_train
 
-pytestmark = [pytest.mark.gpu, pytest.mark.slow,
+pytestmark = [pytest.mark.gpu, pytest.mark.slow, limit_for(3 * TRAIN_LIMIT_S),
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 OVERRIDES = ["init.from_checkpoint={checkpoints}/stage1", "training.max_steps=48",

@@ -11,6 +11,7 @@ from llava.errors import KitError
 from llava.train.events import EventLog
 from llava.train.reporting import announce_reporters, choose_reporters
 from tensorboard_events import scalars
+from train_cli import TRAIN_LIMIT_S, limit_for, run_train
 
 
 def test_a_stage_logs_loss_and_learning_rate_to_its_run_folder(tiny_world, tmp_path):
@@ -45,3 +46,21 @@ def test_a_missing_reporter_is_announced_loudly(tmp_path, capsys):
 def test_an_unknown_reporter_is_a_recipe_error(tmp_path):
     with pytest.raises(KitError, match=r"training.report_to names \['tensorbord'\]"):
         choose_reporters(["tensorbord"], tmp_path)
+
+
+@limit_for(TRAIN_LIMIT_S)
+def test_the_console_shows_the_stage_and_keeps_library_chatter_in_the_log(tiny_world):
+    done = run_train(tiny_world, "stage1", "console-check", ["training.max_steps=2", "training.logging_steps=1",
+                                                             "training.save_strategy=no"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    console = done.stdout + done.stderr
+    log = tiny_world / "runs" / "console-check" / "train.log"
+    assert f"== console-check (" in console and f"details: {log}" in console
+    assert "step 1/2  loss " in console and "step 2/2  loss " in console and "2 steps in " in console
+    assert f"TensorBoard events -> {tiny_world / 'runs' / 'console-check' / 'tensorboard'}" in console
+    assert "console-check finished at step 2 ->" in console
+    for noise in ("UNEXPECTED", "LOAD REPORT", "FutureWarning", "Setting accelerator to CPU", "Writing model shards",
+                  "{'loss'"):
+        assert noise not in console, noise
+    details = log.read_text()
+    assert "LOAD REPORT" in details and "UNEXPECTED" in details  # kept, where the header says

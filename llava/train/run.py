@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from transformers import TrainingArguments
+from transformers.trainer_callback import ProgressCallback
 
 from llava.data.collator import Collator, SkipLedger, placeholder_image_row
 from llava.data.dataset import ConversationDataset, load_records
@@ -26,6 +27,7 @@ from llava.train.deepspeed_profiles import load_deepspeed_config
 from llava.train.distributed import prepare_process_group, require_shared_folder, world_size
 from llava.train.preflight import preflight
 from llava.train.reporting import announce_reporters, choose_reporters, reporter_callbacks
+from llava.train.console import StageProgress, log_file, print_header, stage_console
 from llava.train.checkpointing import Checkpoint, ResumableCheckpoints, latest_checkpoint, remove_incomplete
 from llava.train.events import EventLog
 from llava.train.forward import forward_options
@@ -182,7 +184,8 @@ def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Pat
     inputs = preflight(recipe, layout)
     run_dir = Path(run_dir or layout.runs / recipe.name)
     accelerator_config = prepare_process_group(recipe.deepspeed is not None)
-    with StopRequests(run_dir) as stop:
+    with stage_console(log_file(run_dir)) as log_path, StopRequests(run_dir) as stop:
+        print_header(f"{recipe.name} ({recipe.source})", layout.resolve(recipe.output), log_path)
         # Built before TrainingArguments: with a ZeRO-3 config active, from_pretrained would load
         # partitioned (empty) tensors that cannot be copied into the assembled model.
         built = build_model(recipe, layout)
@@ -196,6 +199,8 @@ def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Pat
             model=built.model, args=args, train_dataset=dataset, data_collator=collator,
             lengths=dataset.modality_lengths() if recipe.training.group_by_modality_length else None,
             megabatch=megabatch, vision_tower_lr=recipe.training.vision_tower_lr, callbacks=reporter_callbacks(reporters))
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(StageProgress)
         trainer.forward_options = forward_options(recipe, built.model)
         events = EventLog(run_dir / "events.jsonl", trainer.is_world_process_zero())
         announce_reporters(reporters, events, recipe.source)
