@@ -60,11 +60,12 @@ def eval_results(results: EvalResults) -> list:
     """One model-index metric per table row; the judge and VLMEvalKit commit travel with each."""
     from huggingface_hub import EvalResult
 
+    # huggingface_hub's EvalResult takes a source only as name + URL; the built-in scorer has no URL of
+    # its own, so its rows carry no source (metric_args.backend says which scorer made them).
+    source = {}
     if results.vlmevalkit_commit:
         source = {"source_name": f"VLMEvalKit {results.vlmevalkit_commit[:12]}",
                   "source_url": f"https://github.com/open-compass/VLMEvalKit/tree/{results.vlmevalkit_commit}"}
-    else:
-        source = {"source_name": f"llava-kit {results.backend} scorer"}
     args = {"judge": results.judge, "backend": results.backend, "vlmevalkit_commit": results.vlmevalkit_commit,
             "n_questions": results.n_questions}
     return [
