@@ -17,23 +17,25 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _image_tokens(record: dict, recipe, processor, layout, image_size: str | None) -> int | None:
+def _image_tokens(record: dict, recipe, processor, layout, image_size: str | None) -> list[int]:
+    """Token count of each image (several images: the original's pad mode), from the files or `image_size`."""
     from PIL import Image
 
-    from llava.data.images import image_pipeline
+    from llava.data.dataset import load_sample_images
+    from llava.data.images import image_pipeline, process_sample_images
+    from llava.data.record_checks import image_paths
 
-    if not record.get("image"):
-        return None
     pipeline = image_pipeline(recipe.model.image_mode, processor)
-    if image_size:
+    if image_size and image_paths(record):
         width, height = (int(v) for v in image_size.lower().split("x"))
-        return pipeline.process(Image.new("RGB", (width, height))).num_tokens
-    with Image.open(layout.resolve(recipe.data.image_folder) / record["image"]) as image:
-        return pipeline.process(image).num_tokens
+        blanks = [Image.new("RGB", (width, height)) for _ in image_paths(record)]
+        return [image.num_tokens for image in process_sample_images(pipeline, blanks)]
+    folder = layout.resolve(recipe.data.image_folder)
+    return [image.num_tokens for image in load_sample_images(record, folder, pipeline)]
 
 
 def run(args) -> int:
-    from llava.data.templates import expand_image_tokens, render_conversation
+    from llava.data.templates import TemplateError, expand_image_tokens, render_conversation
     from llava.errors import KitError
     from llava.model.build import recipe_processor
     from llava.paths import VolumeLayout
@@ -47,13 +49,15 @@ def run(args) -> int:
         raise KitError(f"cannot read sample {args.sample}: {err}") from err
     record = record[0] if isinstance(record, list) else record
     processor = recipe_processor(recipe, layout, Path(args.tokenizer) if args.tokenizer else None)
-    rendered = render_conversation(record["conversations"], recipe.data.template, processor.tokenizer,
-                                   system_prompt=recipe.data.system_prompt, label_mode=recipe.data.label_mode)
-    count = _image_tokens(record, recipe, processor, layout, args.image_size)
-    ids, labels = expand_image_tokens(rendered.input_ids, rendered.labels, processor.image_token_id,
-                                      [count] if count is not None else [])
-    out = {"text": rendered.text, "input_ids": ids, "labels": labels, "image_tokens": count or 0,
-           "supervised_tokens": sum(1 for label in labels if label >= 0)}
+    try:
+        rendered = render_conversation(record["conversations"], recipe.data.template, processor.tokenizer,
+                                       system_prompt=recipe.data.system_prompt, label_mode=recipe.data.label_mode)
+        counts = _image_tokens(record, recipe, processor, layout, args.image_size)
+        ids, labels = expand_image_tokens(rendered.input_ids, rendered.labels, processor.image_token_id, counts)
+    except TemplateError as err:
+        raise KitError(f"{args.sample}: {err}") from err
+    out = {"text": rendered.text, "input_ids": ids, "labels": labels, "image_tokens": sum(counts),
+           "image_tokens_per_image": counts, "supervised_tokens": sum(1 for label in labels if label >= 0)}
     if args.json:
         print(json.dumps(out))
     else:
