@@ -46,10 +46,11 @@ def read_sample(path: str) -> dict:
 
 
 def _image_tokens(record: dict, sample: str, recipe, processor, layout, image_size: str | None) -> list[int]:
-    """Image-token count of each of the record's images, from the files or from `--image-size`."""
+    """Token count of each image (several images: the original's pad mode), from the files or `--image-size`."""
     from PIL import Image
 
-    from llava.data.images import image_pipeline
+    from llava.data.dataset import load_sample_images
+    from llava.data.images import image_pipeline, process_sample_images
 
     paths = image_paths(record)
     if not paths:
@@ -57,17 +58,14 @@ def _image_tokens(record: dict, sample: str, recipe, processor, layout, image_si
     pipeline = image_pipeline(recipe.model.image_mode, processor)
     if image_size:
         size = parse_image_size(image_size)
-        return [pipeline.process(Image.new("RGB", size)).num_tokens for _ in paths]
+        return [image.num_tokens for image in process_sample_images(pipeline, [Image.new("RGB", size) for _ in paths])]
     folder = layout.resolve(recipe.data.image_folder)
-    counts = []
     for name in paths:
         fault = image_fault(folder / name)
         if fault:
             raise KitError(f"sample {sample}: image {folder / name}: {fault} (data.image_folder of {recipe.source}; "
                            "or pass --image-size WxH to render without the file)")
-        with Image.open(folder / name) as image:
-            counts.append(pipeline.process(image).num_tokens)
-    return counts
+    return [image.num_tokens for image in load_sample_images(record, folder, pipeline)]
 
 
 def run(args) -> int:
