@@ -248,6 +248,9 @@ class _HubHandler(BaseHTTPRequestHandler):
 
     # ---- read API -----------------------------------------------------------------------------------
     def api_repo(self, path: str, query: dict, body: bytes) -> int:
+        if "/" not in path[len("/api/"):]:  # e.g. /api/whoami-v2: not served, answered like the Hub's 404
+            self._error(404, None, f"no route for {self.command} {path}")
+            return 404
         kind, rest = path[len("/api/"):].split("/", 1)
         repo_type = kind[:-1]
         for verb, handler in (("/revision/", self._info), ("/tree/", self._tree), ("/preupload/", self._preupload),
