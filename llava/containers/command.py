@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--stage", default="stage2", choices=STEPS, help="the step to check for (default: stage2)")
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
     parser.add_argument("--engine", action=argparse.BooleanOptionalAction, default=None,
-                        help="check the Docker engine (default: yes, unless running inside a container)")
+                        help="check the Docker engine (default: when DOCKER_HOST is set or /var/run/docker.sock exists)")
     parser.add_argument("--needs", metavar="FILE", help="a needs.yaml of your own (default: the packaged one)")
     parser.set_defaults(func=run)
 

@@ -177,15 +177,21 @@ def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Pat
     """Train one stage, resuming from the newest complete checkpoint in run_dir/trainer when there is one.
 
     A checkpoint saved under other recipe values is resumed only with `allow_recipe_change`
-    (llava.train.recipe_change says why and what it does to the LR schedule).
+    (llava.train.recipe_change says why and what it does to the LR schedule). Library chatter goes to
+    run_dir/train.log (llava.train.console).
     """
     layout = layout or VolumeLayout.from_env()
+    run_dir = Path(run_dir or layout.runs / recipe.name)
+    with stage_console(log_file(run_dir)) as log_path:
+        print_header(f"{recipe.name} ({recipe.source})", layout.resolve(recipe.output), log_path)
+        return _train_stage(recipe, layout, run_dir, allow_recipe_change)
+
+
+def _train_stage(recipe: Recipe, layout: VolumeLayout, run_dir: Path, allow_recipe_change: bool) -> StageResult:
     started = time.time()
     inputs = preflight(recipe, layout)
-    run_dir = Path(run_dir or layout.runs / recipe.name)
     accelerator_config = prepare_process_group(recipe.deepspeed is not None)
-    with stage_console(log_file(run_dir)) as log_path, StopRequests(run_dir) as stop:
-        print_header(f"{recipe.name} ({recipe.source})", layout.resolve(recipe.output), log_path)
+    with StopRequests(run_dir) as stop:
         # Built before TrainingArguments: with a ZeRO-3 config active, from_pretrained would load
         # partitioned (empty) tensors that cannot be copied into the assembled model.
         built = build_model(recipe, layout)
@@ -198,7 +204,8 @@ def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Pat
         trainer = LlavaTrainer(
             model=built.model, args=args, train_dataset=dataset, data_collator=collator,
             lengths=dataset.modality_lengths() if recipe.training.group_by_modality_length else None,
-            megabatch=megabatch, vision_tower_lr=recipe.training.vision_tower_lr, callbacks=reporter_callbacks(reporters))
+            megabatch=megabatch, vision_tower_lr=recipe.training.vision_tower_lr,
+            callbacks=reporter_callbacks(reporters))
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(StageProgress)
         trainer.forward_options = forward_options(recipe, built.model)
