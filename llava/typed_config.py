@@ -52,6 +52,11 @@ def read_document(path: str | os.PathLike, missing: str, as_json: bool | None = 
     return parse_document(text, str(path), as_json)
 
 
+def read_packaged(resource: str | os.PathLike) -> Any:
+    """A data file that ships with the kit (bench shapes, card facts): parsed, or an error naming it."""
+    return read_document(str(resource), f"{resource} is missing from the installed kit: reinstall llava-kit")
+
+
 def schema_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     """Every dotted key a model accepts, sections and leaves (`training`, `training.max_steps`, ...)."""
     keys = []
