@@ -30,7 +30,7 @@ RUN python3.11 -m venv "$VIRTUAL_ENV"
 
 # A single commit, fetched by hash, not a branch that moves.
 ARG VLMEVALKIT_REPO=https://github.com/open-compass/VLMEvalKit.git
-ARG VLMEVALKIT_COMMIT=e8e78f05c3080fe28154f2130321f17951c3be94
+ARG VLMEVALKIT_COMMIT=e8e78f05f3080fe28154f2130321f17951c3be94
 WORKDIR /opt/VLMEvalKit
 RUN git init --quiet . \
  && git remote add origin "$VLMEVALKIT_REPO" \

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
+from llava.durable import write_text
+from llava.markdown import markdown_table
+from llava.packaged import SUITES_DIR
 from llava.paths import VolumeLayout
 
-REPO = Path(__file__).resolve().parent.parent
 SMOKE_STAGES = ("stage1", "stage1_5", "stage2")
-SMOKE_SUITE = REPO / "eval" / "shapes_smoke.yaml"
+SMOKE_SUITE = SUITES_DIR / "shapes_smoke.yaml"
 
 
 def smoke_layout(out: Path) -> VolumeLayout:
@@ -28,12 +31,15 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
     from llava.evaluate.service import run_eval
     from llava.recipe import STAGES_DIR, load_recipe
     from llava.synthetic.world import WorldSize, build_world, held_out_tsv
+    from llava.train.console import print_header, stage_console
     from llava.train.run import train_stage
 
     out = Path(out)
     layout = smoke_layout(out)
     started = time.time()
     shutil.rmtree(out / "eval", ignore_errors=True)  # answers of an earlier smoke run are not this model's
+    print(f"== world: the synthetic shapes world (seed {seed}{', blank images' if blank_images else ''}) -> {out}",
+          file=sys.stderr, flush=True)
     build_world(out, seed=seed, blank_images=blank_images, size=world_size or WorldSize())
     stages = []
     for name in SMOKE_STAGES:
@@ -44,8 +50,10 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
         result = train_stage(recipe, layout, run_dir=layout.runs / name)
         stages.append({"stage": name, "train_loss": result.train_loss, "steps": result.global_steps,
                        "skipped": result.skipped, "seconds": round(time.time() - t0, 1)})
-    results = run_eval(layout.checkpoints / "stage2", SMOKE_SUITE, backend="builtin",
-                       out_dir=out / "eval", tsv=held_out_tsv(out))
+    with stage_console(out / "eval.log") as log_path:
+        print_header(f"eval (builtin MMBench scorer, {SMOKE_SUITE.name})", out / "eval", log_path)
+        results = run_eval(layout.checkpoints / "stage2", SMOKE_SUITE, backend="builtin",
+                           out_dir=out / "eval", tsv=held_out_tsv(out))
     overall = next(row["value"] for row in results["rows"] if row["name"] == "Overall")
     report = {"stages": stages, "colour_accuracy": overall, "questions": results["n_questions"],
               "blank_images": blank_images, "seed": seed, "seconds": round(time.time() - started, 1)}
@@ -54,17 +62,17 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
 
 
 def write_report(out: Path, report: dict) -> None:
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    write_text(out / "report.json", json.dumps(report, indent=2))
     lines = ["# llava-kit smoke run", "",
              f"Tiny model, synthetic shapes world (seed {report['seed']}"
-             + (", blank images: negative control" if report["blank_images"] else "") + ").", "",
-             "| stage | train loss | steps | skipped | seconds |", "|---|---|---|---|---|"]
-    lines += [f"| {s['stage']} | {s['train_loss']:.4f} | {s['steps']} | {s['skipped']} | {s['seconds']} |"
-              for s in report["stages"]]
+             + (", blank images: negative control" if report["blank_images"] else "") + ").", ""]
+    lines += markdown_table(["stage", "train loss", "steps", "skipped", "seconds"],
+                            [(s["stage"], f"{s['train_loss']:.4f}", s["steps"], s["skipped"], s["seconds"])
+                             for s in report["stages"]])
     lines += ["", f"Colour accuracy: **{report['colour_accuracy']:.3f}** on {report['questions']} held-out "
               f"questions (builtin MMBench scorer; chart and table in eval/).", "",
               f"Total time: {report['seconds']} s."]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "report.md", "\n".join(lines) + "\n")
 
 
 def register(subparsers) -> None:
@@ -76,8 +84,12 @@ def register(subparsers) -> None:
 
 
 def _print(report: dict, out: str) -> int:
+    print()
     for stage in report["stages"]:
-        print(f"{stage['stage']:9s} loss {stage['train_loss']:.4f}  steps {stage['steps']}  {stage['seconds']} s")
+        print(f"{stage['stage']:9s} loss {stage['train_loss']:.4f}  steps {stage['steps']}  {stage['seconds']} s"
+              f"  -> {out}/checkpoints/{stage['stage']}")
     print(f"colour accuracy {report['colour_accuracy']:.3f} on {report['questions']} questions "
           f"-> {out}/report.md ({report['seconds']} s)")
+    print(f"logs: {out}/runs/<stage>/train.log, TensorBoard: tensorboard --logdir {out}/runs; eval details: "
+          f"{out}/eval.log")
     return 0

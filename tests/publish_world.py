@@ -17,7 +17,7 @@ LOSSES = {"stage1": 3.125, "stage1_5": 1.25, "stage2": 0.8125}
 ROWS = [("Overall", 0.5, 0.5420962199312714, 0.5506872852233677),
         ("AR", 0.625, 0.6331658291457286, 0.5979899497487438),
         ("CP", 0.375, 0.6554054054054054, 0.6959459459459459)]
-VLMEVALKIT_COMMIT = "e8e78f05c3080fe28154f2130321f17951c3be94"
+VLMEVALKIT_COMMIT = "e8e78f05f3080fe28154f2130321f17951c3be94"
 
 
 @dataclass(frozen=True)
@@ -84,13 +84,15 @@ def _stage_manifests(root: Path, stage2: Path) -> None:
                        metrics={"train_loss": LOSSES[stage], "steps": 12}, extra=extra)
 
 
-def write_results(path: Path, weights_sha: str, overall: float = ROWS[0][1], created: str = "2026-11-26T10:00:00Z") -> Path:
+def write_results(path: Path, weights_sha: str, overall: float = ROWS[0][1], created: str = "2026-11-26T10:00:00Z",
+                  backend: str = "vlmevalkit") -> Path:
     rows = [{"name": name, "value": overall if name == "Overall" else value, "seed": seed, "official": official,
              "delta_seed": (overall if name == "Overall" else value) - seed,
              "delta_official": (overall if name == "Overall" else value) - official}
             for name, value, seed, official in ROWS]
-    body = {"suite": "mmbench_dev_en", "dataset": "MMBench_DEV_EN", "backend": "vlmevalkit",
-            "judge": "exact_matching", "vlmevalkit_commit": VLMEVALKIT_COMMIT, "checkpoint": "checkpoints/stage2",
+    body = {"suite": "mmbench_dev_en", "dataset": "MMBench_DEV_EN", "backend": backend, "judge": "exact_matching",
+            "vlmevalkit_commit": VLMEVALKIT_COMMIT if backend == "vlmevalkit" else None,
+            "checkpoint": "checkpoints/stage2",
             "weights_sha256": weights_sha, "split": "dev", "rows": rows, "n_questions": 1164, "created": created}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(body, indent=2))

@@ -21,7 +21,7 @@ DOCKERFILES = sorted((ROOT / "docker").glob("*Dockerfile"))
 HADOLINT = Path(sys.executable).parent / "hadolint"
 REFRESH = ROOT / "scripts" / "refresh-digests.py"
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
-VLMEVALKIT_COMMIT = "e8e78f05c3080fe28154f2130321f17951c3be94"
+VLMEVALKIT_COMMIT = "e8e78f05f3080fe28154f2130321f17951c3be94"
 # what the GPU images install from the PyTorch index, and what torch's CUDA wheel brings with it
 TORCH_OWNED = re.compile(r"torch|torchvision|triton|nvidia-.*|cuda-.*")
 
@@ -140,6 +140,17 @@ def test_torch_builds_per_variant():
     cuda_release = re.search(r"nvidia/cuda:(\d+)\.(\d+)\.", args["CUDA_BASE_IMAGE"])
     assert args["TORCH_CUDA_INDEX"] == f"https://download.pytorch.org/whl/cu{cuda_release[1]}{cuda_release[2]}"
     assert args["FLASH_ATTN_WHEEL"] == ""  # flash-attn is optional: packing runs on torch's varlen kernel
+
+
+def test_variant_files_pin_only_what_pyproject_does_not():
+    """One source per pin: tensorboard comes with the `train` extra (training logs to it), so no image
+    file pins it again, and the locks carry pyproject's version (test above)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "tensorboard==2.21.0" in project["optional-dependencies"]["train"]
+    ours = set(pyproject_pins()) - {"torch"}
+    for variant in ("cpu", "cuda"):
+        repeated = ours & set(read_pins(ROOT / "docker" / f"requirements-{variant}.in"))
+        assert not repeated, f"requirements-{variant}.in pins {sorted(repeated)} again: pyproject.toml owns them"
 
 
 def test_cuda_lock_leaves_torch_and_its_cuda_stack_to_the_torch_index():

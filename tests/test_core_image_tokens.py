@@ -79,3 +79,49 @@ def test_square_pixels_equal_anyres_base_tile(tiny_tokenizer):
     base_tile = AnyresImages(processor).process(image).pixel_values[0]
     square = SquareImages(processor).process(image).pixel_values
     assert torch.allclose(square, base_tile, atol=1e-6)
+
+
+# ---------------------------------------------------------------- multi-image samples (pad mode)
+
+TWO_IMAGES = [(640, 480), (300, 2000)]
+
+
+def _pictures(sizes=TWO_IMAGES):
+    return [Image.effect_mandelbrot(size, (-2, -1.2, 1, 1.2), 40).convert("RGB") for size in sizes]
+
+
+def test_two_image_sample_is_730_plus_730_tokens_as_transformers_packs_it(tiny_tokenizer, tiny_384_model):
+    """Stage 2 at real size: each image padded to a square, one 384-px tile, 729 features + image_newline."""
+    from llava.data.images import process_sample_images
+
+    recipe, processor, pipeline = stage_images("stage2", tiny_tokenizer)
+    pictures = _pictures()
+    processed = process_sample_images(pipeline, pictures)
+    assert [p.num_tokens for p in processed] == [730, 730]
+    assert [p.image_size for p in processed] == [(480, 640), (2000, 300)]
+    # transformers' own processor, given the sample's images as one nested list, expands the same counts
+    reference = processor(images=[pictures], text="<image>\n<image>\nWhich is wider?", return_tensors="pt")
+    assert int((reference["input_ids"] == processor.image_token_id).sum()) == 1460
+    assert torch.equal(torch.stack([p.pixel_values for p in processed]), reference["pixel_values"])
+    # and the model turns those pixel rows into exactly 730 + 730 features
+    model = tiny_384_model
+    model.config.image_grid_pinpoints = recipe.hf_grid_pinpoints
+    with torch.no_grad():
+        out = model.model.get_image_features(reference["pixel_values"], reference["image_sizes"],
+                                             vision_feature_layer=-1, vision_feature_select_strategy="full",
+                                             batch_num_images=torch.tensor([2]), return_dict=True)
+    assert [f.shape[0] for f in out.pooler_output] == [730, 730]
+
+
+def test_square_path_pads_each_image_with_the_mean_colour(tiny_tokenizer):
+    """Stage 1's flat merge adds no newline: 729 per image; the padded border is the mean colour (0 after norm)."""
+    from llava.data.images import process_sample_images
+
+    _, _, pipeline = stage_images("stage1", tiny_tokenizer)
+    wide, tall = process_sample_images(pipeline, _pictures())
+    assert (wide.num_tokens, tall.num_tokens) == (729, 729)
+    background = (int(0.5 * 255) / 255 - 0.5) / 0.5
+    assert torch.allclose(wide.pixel_values[:, :5, :], torch.full((3, 5, 384), background), atol=1e-6)  # top band
+    assert torch.allclose(tall.pixel_values[:, :, :5], torch.full((3, 384, 5), background), atol=1e-6)  # left band
+    single = process_sample_images(pipeline, _pictures()[:1])[0]
+    assert not torch.allclose(single.pixel_values[:, :5, :], torch.full((3, 5, 384), background), atol=1e-3)

@@ -29,7 +29,7 @@ from test_eval_mmbench import SEED_ORDER, question  # same tests folder
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_SUITE = REPO / "eval" / "shapes_smoke.yaml"
 MMBENCH_SUITE = REPO / "eval" / "mmbench_dev_en.yaml"
-PIN = "e8e78f05c3080fe28154f2130321f17951c3be94"
+PIN = "e8e78f05f3080fe28154f2130321f17951c3be94"
 # The seed's table exactly as VLMEvalKit writes `*_acc.csv`: all cells quoted, one row per split.
 SEED_ACC_CSV = (
     '"split","Overall","AR","CP","FP-C","FP-S","LR","RR","action_recognition","attribute_comparison",'

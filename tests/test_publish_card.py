@@ -59,6 +59,22 @@ def test_card_metadata_parses_with_huggingface_hub(world, dry_run):
     assert overall.source_url.endswith(VLMEVALKIT_COMMIT)
 
 
+def test_builtin_eval_results_publish_without_a_source_url(world, tmp_path):
+    """huggingface_hub's EvalResult refuses a source name without a URL: built-in rows carry no source."""
+    from huggingface_hub import ModelCard
+
+    results = write_results(tmp_path / "builtin" / "results.json", world.weights_sha, backend="builtin")
+    report = publish(PublishRequest(checkpoint=world.checkpoint, repo_id=REPO_ID, dry_run=tmp_path / "out",
+                                    eval_results=results), _layout(world.root))
+    card = ModelCard.load(report.folder / "README.md", ignore_metadata_errors=False)
+    overall = next(r for r in card.data.eval_results if r.metric_name == "Overall accuracy")
+    assert overall.metric_value == 0.5 and overall.metric_args["backend"] == "builtin"
+    assert overall.metric_args.get("vlmevalkit_commit") is None
+    assert (overall.source_name, overall.source_url) == (None, None)
+    text = (report.folder / "README.md").read_text()
+    assert "llava-kit's built-in scorer (VLMEvalKit's rules)" in text and "VLMEvalKit commit" not in text
+
+
 def test_card_body_carries_results_losses_hyperparameters_and_data(dry_run):
     text = (dry_run.folder / "README.md").read_text()
     # eval table: value, seed, delta, official, delta (percent / percentage points)

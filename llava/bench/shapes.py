@@ -124,7 +124,7 @@ def build_bench_model(recipe: Recipe, size: str, seed: int | None = None) -> Ben
     from transformers import LlavaOnevisionForConditionalGeneration
     from transformers.initialization import no_init_weights
 
-    from llava.model.build import processor_for
+    from llava.data.processor import processor_for
     shapes = load_shapes(size)
     tokens = TokenIds.from_data(shapes["tokens"])
     config = bench_config(recipe, shapes)

@@ -112,7 +112,7 @@ class Collator:
                 good.append(item)
         if not good:  # every sample of this micro-batch was bad: a step with no supervised tokens
             good = [{"input_ids": [self.pad_token_id], "labels": [IGNORE_INDEX]}]
-        if self.placeholder is not None and not any("pixel_values" in item for item in good):
+        if self.placeholder is not None and not any(image_rows(item) for item in good):
             good.append(self.placeholder)
         return self._pad(good)
 
@@ -127,18 +127,32 @@ class Collator:
             labels[row, :n] = torch.tensor(item["labels"])
             mask[row, :n] = 1
         batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
-        images = [item for item in items if "pixel_values" in item]
-        if images:
-            batch.update(self._stack_pixels(images))
+        per_item = [rows for rows in map(image_rows, items) if rows]
+        if per_item:
+            batch.update(self._stack_pixels(per_item))
         return batch
 
-    def _stack_pixels(self, items: list[dict]) -> dict:
-        pixels = [item["pixel_values"] for item in items]
+    def _stack_pixels(self, per_item: list[list[dict]]) -> dict:
+        """One pixel row per image, in token order; `batch_num_images` tells transformers which are pad mode."""
+        rows = [row for item_rows in per_item for row in item_rows]
+        pixels = [row["pixel_values"] for row in rows]
         if self.pixel_key == "square_pixel_values":
             return {"square_pixel_values": torch.stack(pixels)}
         tiles = max(p.shape[0] for p in pixels)
         padded = torch.zeros((len(pixels), tiles, *pixels[0].shape[1:]), dtype=pixels[0].dtype)
         for row, p in enumerate(pixels):
             padded[row, :p.shape[0]] = p
-        sizes = torch.tensor([list(item["image_size"]) for item in items], dtype=torch.long)
-        return {"pixel_values": padded, "image_sizes": sizes}
+        sizes = torch.tensor([list(row["image_size"]) for row in rows], dtype=torch.long)
+        batch = {"pixel_values": padded, "image_sizes": sizes}
+        if any(len(item_rows) > 1 for item_rows in per_item):
+            batch["batch_num_images"] = torch.tensor([len(item_rows) for item_rows in per_item], dtype=torch.long)
+        return batch
+
+
+def image_rows(item: dict) -> list[dict]:
+    """A dataset item's images as {pixel_values, image_size} rows: one sample's `images`, or its single image."""
+    if "images" in item:
+        return item["images"]
+    if "pixel_values" in item:
+        return [{"pixel_values": item["pixel_values"], "image_size": item["image_size"]}]
+    return []

@@ -7,16 +7,17 @@ records it. Nothing is silently replaced by another sample, unlike the original.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 from torch.utils.data import Dataset
 
-from llava.data.record_checks import conversation_fault
+from llava.data.images import ProcessedImage, process_sample_images
+from llava.data.record_checks import conversation_fault, image_paths
 from llava.data.templates import IMAGE_TAG, TemplateError, expand_image_tokens, render_conversation
 from llava.errors import KitError
+from llava.typed_config import read_document
 
 
 @dataclass
@@ -28,13 +29,7 @@ class SkippedSample:
 
 def load_records(path: str | Path) -> list[dict]:
     """Read a LLaVA JSON list; errors name the file and the offending entry."""
-    path = Path(path)
-    if not path.is_file():
-        raise KitError(f"data file {path} does not exist")
-    try:
-        records = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise KitError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from err
+    records = read_document(path, f"data file {path} does not exist", as_json=True)
     if not isinstance(records, list):
         raise KitError(f"{path}: expected a JSON list of samples, got {type(records).__name__}")
     for i, record in enumerate(records):
@@ -83,22 +78,34 @@ class ConversationDataset(Dataset):
             raise TemplateError(problem)
         rendered = render_conversation(record["conversations"], self.template, self.tokenizer,
                                        system_prompt=self.system_prompt, label_mode=self.label_mode)
-        item = {}
-        counts = []
-        if record.get("image"):
-            if isinstance(record["image"], list):
-                raise TemplateError("multi-image samples are not part of this recipe")
-            with Image.open(self.image_folder / record["image"]) as image:
-                image.load()
-                processed = self.pipeline.process(image)
-            item = {"pixel_values": processed.pixel_values, "image_size": processed.image_size}
-            counts = [processed.num_tokens]
+        processed = load_sample_images(record, self.image_folder, self.pipeline)
+        item = image_item(processed)
+        counts = [image.num_tokens for image in processed]
         ids, labels = expand_image_tokens(rendered.input_ids, rendered.labels, self.image_token_id, counts)
         if len(ids) > self.max_length:
             raise TemplateError(f"{len(ids)} tokens exceed model_max_length {self.max_length}")
         if all(label < 0 for label in labels):
             raise TemplateError("no supervised tokens")
         return {**item, "input_ids": ids, "labels": labels}
+
+
+def load_sample_images(record: dict, image_folder: Path, pipeline) -> list[ProcessedImage]:
+    """Open and process the record's images (none, one, or several in pad mode)."""
+    opened = []
+    for name in image_paths(record):
+        with Image.open(Path(image_folder) / name) as image:
+            image.load()
+            opened.append(image.convert("RGB"))
+    return process_sample_images(pipeline, opened) if opened else []
+
+
+def image_item(processed: list[ProcessedImage]) -> dict:
+    """The dataset item's image keys: one image flat (pixel_values, image_size), several as `images` rows."""
+    if not processed:
+        return {}
+    if len(processed) == 1:
+        return {"pixel_values": processed[0].pixel_values, "image_size": processed[0].image_size}
+    return {"images": [{"pixel_values": p.pixel_values, "image_size": p.image_size} for p in processed]}
 
 
 def _reason(err: Exception) -> str:

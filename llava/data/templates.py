@@ -42,6 +42,10 @@ def render_plain(conversations: list[dict], tokenizer, **_) -> Rendered:
     """Stage 1: "<image>" + caption + "\\n"; the instruction is discarded, only the caption is learned."""
     if len(conversations) != 2 or IMAGE_TAG not in conversations[0]["value"]:
         raise TemplateError("plain template needs exactly one human turn with <image> and one gpt turn")
+    if conversations[0]["value"].count(IMAGE_TAG) > 1:
+        raise TemplateError("plain template (stage 1) takes one image per sample, as the original does (it "
+                            "replaces the whole human turn by one <image>); train multi-image samples in a "
+                            "qwen_1_5 stage (1.5 or 2)")
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TAG)
     caption = conversations[1]["value"] + "\n"
     caption_ids = _encode(tokenizer, caption)

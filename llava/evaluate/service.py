@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llava.durable import write_text
 from llava.errors import KitError
-from llava.evaluate.atomic import write_text_atomic
 from llava.evaluate.chart import write_chart
 from llava.evaluate.circular import QuestionResult, score_questions
 from llava.evaluate.mmbench_tsv import PASS_OFFSET, McqFile, McqRow, check_md5, file_md5, read_mmbench_tsv
@@ -98,9 +98,9 @@ def write_outputs(out_dir: Path, *, suite: Suite, backend: str, outcome: Outcome
                                checkpoint=checkpoint, weights_sha256=weights,
                                vlmevalkit_commit=outcome.vlmevalkit_commit)
     write_results_json(out_dir / "results.json", results)
-    write_text_atomic(out_dir / "table.md", table_markdown(results, suite))
+    write_text(out_dir / "table.md", table_markdown(results, suite))
     if questions:
-        write_text_atomic(out_dir / "questions.csv", questions_csv_text(questions))
+        write_text(out_dir / "questions.csv", questions_csv_text(questions))
     labels = {k: suite.references[k].label for k in suite.references}
     write_chart(results, out_dir / "chart.png", n_abilities=_count_abilities(results, questions), labels=labels)
     return results
@@ -154,7 +154,7 @@ def _run_vlmevalkit(suite: Suite, checkpoint: Path, tsv: Path, out_dir: Path) ->
     if sheet is None:
         return outcome
     predictions = read_predictions(sheet)
-    write_text_atomic(out_dir / PREDICTIONS_NAME, _predictions_jsonl(predictions))
+    write_text(out_dir / PREDICTIONS_NAME, _predictions_jsonl(predictions))
     outcome.questions = score_questions(data.rows, predictions, circular=suite.circular, source=str(sheet))
     outcome.n_questions = len(outcome.questions)
     ours = accuracy_table(outcome.questions)[0].values["Overall"]
@@ -220,7 +220,7 @@ def score_predictions(tsv: Path, predictions_path: Path, out_dir: Path, *, suite
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if Path(predictions_path).resolve() != (out_dir / PREDICTIONS_NAME).resolve():
-        write_text_atomic(out_dir / PREDICTIONS_NAME, _predictions_jsonl(predictions))
+        write_text(out_dir / PREDICTIONS_NAME, _predictions_jsonl(predictions))
     weights = weights_sha256(checkpoint) if checkpoint is not None else None
     outcome = Outcome(accuracy_table(questions), questions, len(questions), {})
     results = write_outputs(out_dir, suite=suite, backend="builtin", outcome=outcome,

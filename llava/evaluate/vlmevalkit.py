@@ -13,8 +13,8 @@ import sys
 from collections import deque
 from pathlib import Path
 
+from llava.durable import write_text
 from llava.errors import KitError
-from llava.evaluate.atomic import write_text_atomic
 from llava.evaluate.suite import Suite
 
 DEFAULT_DIR = Path("/opt/VLMEvalKit")
@@ -122,7 +122,7 @@ def run_vlmevalkit(suite: Suite, checkpoint: Path, tsv: Path, out_dir: Path) -> 
     kit_dir = vlmevalkit_dir()
     commit = check_installation(kit_dir, suite.vlmevalkit.commit)
     scratch = out_dir / "vlmevalkit"
-    config_path = write_text_atomic(scratch / "config.json", json.dumps(config_document(suite, checkpoint), indent=2))
+    config_path = write_text(scratch / "config.json", json.dumps(config_document(suite, checkpoint), indent=2))
     work_dir = scratch / "work"
     lmudata = stage_lmudata(tsv, suite.dataset, scratch / "LMUData")
     command = command_line(kit_dir, config_path, work_dir, suite.judge)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from llava.data.record_checks import image_paths
+from llava.durable import move_into_place
 from llava.errors import KitError
 from llava.prepare.sources import ImageArchive
 from llava.prepare.storage import require_free_space
@@ -151,8 +152,7 @@ def download(item: PlannedArchive) -> Path:
                        f"({reason or 'the server closed the connection'}): run the same command again to resume "
                        "from there (the bytes already on disk are kept)")
     _check_checksum(item.archive, part, item.path)
-    os.replace(part, item.path)
-    return item.path
+    return move_into_place(part, item.path)
 
 
 def _check_checksum(archive: ImageArchive, part: Path, final: Path) -> None:

@@ -189,7 +189,7 @@ def prepare_data(opts: DataOptions) -> VerifyReport:
     fixes = _materialise_images(source, fetched, pool, chosen, opts, roots, whole_pool=index is None)
     _write_outputs(opts.out, chosen, index, fixes)
     report = verify_dataset(opts.out, expects_image=source.expects_image, recipe_name=source.recipe,
-                            tokenizer=tokenizer, workers=opts.workers, fresh_quarantine=True)
+                            tokenizer=tokenizer, workers=opts.workers, fresh_quarantine=True, in_place=True)
     extra = _manifest_extra(opts, source, fetched, pool, index, fixes, roots)
     write_dataset_manifest(opts.out, report, extra=extra, started=started)
     return report

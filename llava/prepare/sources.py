@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llava.errors import KitError
+from llava.typed_config import load_config
 
 DEFAULT_SOURCES = Path(__file__).with_name("dataset_sources.yaml")
 STAGES = ("1", "1.5", "2")
@@ -101,19 +101,8 @@ def load_sources(path: str | os.PathLike | None = None) -> dict[str, StageSource
     """Read and validate the table (the argument, else $LLAVA_KIT_DATASET_SOURCES, else the packaged one);
     a KitError names the file and the bad key."""
     path = Path(path or os.environ.get("LLAVA_KIT_DATASET_SOURCES") or DEFAULT_SOURCES)
-    if not path.is_file():
-        raise KitError(f"dataset source table {path} does not exist: fix --sources")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise KitError(f"{path} is not valid YAML: {err}") from err
-    try:
-        table = SourceTable.model_validate(raw)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise KitError(f"{path}: key {where}: {first['msg']}") from err
-    return table.stages
+    missing = f"dataset source table {path} does not exist: fix --sources"
+    return load_config(SourceTable, path, "dataset source table", missing).stages
 
 
 def stage_source(stage: str, path: str | os.PathLike | None = None) -> StageSource:

@@ -60,13 +60,12 @@ def eval_results(results: EvalResults) -> list:
     """One model-index metric per table row; the judge and VLMEvalKit commit travel with each."""
     from huggingface_hub import EvalResult
 
+    # huggingface_hub's EvalResult takes a source only as name + URL; the built-in scorer has no URL of
+    # its own, so its rows carry no source (metric_args.backend says which scorer made them).
+    source = {}
     if results.vlmevalkit_commit:
         source = {"source_name": f"VLMEvalKit {results.vlmevalkit_commit[:12]}",
                   "source_url": f"https://github.com/open-compass/VLMEvalKit/tree/{results.vlmevalkit_commit}"}
-    else:
-        # huggingface_hub requires a source_url with a source_name, and a local scorer has no URL; the
-        # backend travels in metric_args instead
-        source = {}
     args = {"judge": results.judge, "backend": results.backend, "vlmevalkit_commit": results.vlmevalkit_commit,
             "n_questions": results.n_questions}
     return [

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
+from pathlib import Path
 
 import torch
+
+from llava.errors import KitError
 
 
 def free_port() -> int:
@@ -39,3 +43,35 @@ def prepare_process_group(uses_deepspeed: bool) -> dict:
     from accelerate import PartialState
     PartialState(cpu=not uses_deepspeed, backend="gloo")
     return {"use_configured_state": True}
+
+
+def _max_across_ranks(device, value: int) -> int:
+    import torch.distributed as dist
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
+def require_shared_folder(folder: Path, is_main: bool, device) -> None:
+    """Several nodes must share the checkpoint folder: the job's rank 0 alone publishes checkpoints,
+    while every rank writes its own RNG state (and ZeRO shards) into them, so with node-local folders
+    a resume would find state on one node only. Checked once at start, before any step: rank 0
+    leaves a file with a fresh name, every rank looks for it."""
+    if int(os.environ.get("LOCAL_WORLD_SIZE", world_size())) == world_size():
+        return  # one node
+    import torch.distributed as dist
+    token = _max_across_ranks(device, secrets.randbits(62) if is_main else 0)
+    probe = folder / f".shared-folder-probe-{token}"
+    if is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+    dist.barrier()
+    missing = _max_across_ranks(device, int(not probe.exists()))
+    dist.barrier()
+    if is_main:
+        probe.unlink(missing_ok=True)
+    if missing:
+        raise KitError(f"{folder} is not one folder shared by all nodes (a file rank 0 wrote there is not visible "
+                       "on every node): checkpoints are published by rank 0 only, so point LLAVA_KIT_HOME (or the "
+                       "checkpoints and runs volumes) of every node at the same shared file system; see "
+                       "docs/containers.md, 'Several nodes'")
