@@ -24,7 +24,8 @@ from llava.train.distributed import free_port
 from train_cli import (assert_bit_identical, events, kill_tree, logged_steps, output_of, run_train, train_args,
                        train_env, wait_for, weights)
 
-pytestmark = pytest.mark.slow
+# pytest-timeout counts the module fixture's runs (two jobs) in the first test: 600 s is too little on a loaded box
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 STEPS, KILL_AT, EVERY = 4, 3, 2
 SIGTERM_STEPS = 8  # the whole epoch: room for the signal to land between the first save and the end

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import time
 from pathlib import Path
 
 import torch
@@ -45,11 +46,14 @@ def prepare_process_group(uses_deepspeed: bool) -> dict:
     return {"use_configured_state": True}
 
 
-def _max_across_ranks(device, value: int) -> int:
-    import torch.distributed as dist
-    tensor = torch.tensor([value], dtype=torch.int64, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return int(tensor.item())
+def _appears(path: Path, wait_s: float = 5.0) -> bool:
+    """Whether `path` exists, allowing a network file system a few seconds to show another node's file."""
+    deadline = time.monotonic() + wait_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+    return True
 
 
 def require_shared_folder(folder: Path, is_main: bool, device) -> None:
@@ -60,14 +64,14 @@ def require_shared_folder(folder: Path, is_main: bool, device) -> None:
     if int(os.environ.get("LOCAL_WORLD_SIZE", world_size())) == world_size():
         return  # one node
     import torch.distributed as dist
-    token = _max_across_ranks(device, secrets.randbits(62) if is_main else 0)
+    from llava.train.step_control import agree_across_ranks  # imports transformers: only when several nodes
+    (token,) = agree_across_ranks(device, secrets.randbits(62) if is_main else 0)
     probe = folder / f".shared-folder-probe-{token}"
     if is_main:
         folder.mkdir(parents=True, exist_ok=True)
         probe.touch()
     dist.barrier()
-    missing = _max_across_ranks(device, int(not probe.exists()))
-    dist.barrier()
+    (missing,) = agree_across_ranks(device, int(not _appears(probe)))
     if is_main:
         probe.unlink(missing_ok=True)
     if missing:
