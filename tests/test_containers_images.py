@@ -21,7 +21,6 @@ DOCKERFILES = sorted((ROOT / "docker").glob("*Dockerfile"))
 HADOLINT = Path(sys.executable).parent / "hadolint"
 REFRESH = ROOT / "scripts" / "refresh-digests.py"
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
-VLMEVALKIT_COMMIT = "e8e78f05f3080fe28154f2130321f17951c3be94"
 # what the GPU images install from the PyTorch index, and what torch's CUDA wheel brings with it
 TORCH_OWNED = re.compile(r"torch|torchvision|triton|nvidia-.*|cuda-.*")
 
@@ -240,6 +239,8 @@ def _install_step(variant: str, tmp_path: Path, torch_cuda: str = "12.8", docker
         tool.chmod(0o755)
     for name in copied:
         (tmp_path / name).write_text("deepspeed==0.19.8\nnumpy==2.4.6\n")
+    if dockerfile == "eval.Dockerfile":  # the real pin file: the step reads the artifact's name from it
+        (tmp_path / "vlmevalkit.txt").write_text((ROOT / "docker" / "vlmevalkit.txt").read_text())
     env = {**arg_defaults(ROOT / "docker" / dockerfile), **args, "VARIANT": variant, "TORCH_CUDA": torch_cuda,
            "CUDA_VERSION": "12.8.1", "PIP_LOG": str(tmp_path / "pip.log"), "PATH": f"{bin_dir}:/usr/bin:/bin"}
     done = subprocess.run(["bash", "-o", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=30)
@@ -272,12 +273,13 @@ def test_eval_install_step_takes_the_torch_pair_from_the_cuda_index_and_holds_it
     torchvision = read_pins(ROOT / "docker" / "requirements-eval.txt")["torchvision"]
     assert calls == [
         f"pip install --index-url https://download.pytorch.org/whl/cu128 torch=={torch_pin} torchvision=={torchvision}",
-        f"pip install -r /opt/VLMEvalKit/requirements.txt -r {tmp_path}/requirements-eval.txt"
+        # the pinned VLMEvalKit artifact alone, its sha256 checked, then its requirements under the lock
+        f"pip install --no-deps --require-hashes -r {tmp_path}/vlmevalkit.txt",
+        f"pip install ms-vlmeval==0.0.20 -r {tmp_path}/requirements-eval.txt"
         f" -c {tmp_path}/requirements-eval.lock -c {tmp_path}/torch-pins.txt",
         # VLMEvalKit's unpinned `torch`/`torchvision` cannot move: both are held at what was just installed
         f"  torch=={torch_pin}",
         f"  torchvision=={torchvision}",
-        "pip install --no-deps -e /opt/VLMEvalKit",
     ]
     assert not list(tmp_path.glob("*.lock")) and not list(tmp_path.glob("*.txt"))  # cleaned up
 
@@ -363,7 +365,7 @@ def test_eval_image_pins():
     assert owned == [], f"requirements-eval.lock pins {owned}: they come with torch from the PyTorch index"
     assert "torchmetrics" in lock and "timm" in lock  # torch-based packages VLMEvalKit asks for stay pinned
     parsed = DockerfileParser(str(ROOT / "docker" / "eval.Dockerfile"))
-    assert parsed.args["VLMEVALKIT_COMMIT"] == VLMEVALKIT_COMMIT
+    assert "VLMEVALKIT_COMMIT" not in parsed.args  # the pin is docker/vlmevalkit.txt (test_eval_vlmevalkit_real)
     assert parsed.envs["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
     assert parsed.envs["LMUData"] == "/data/LMUData"
 

@@ -32,7 +32,9 @@ ENV_DIR = REPO / "build" / "vlmevalkit-cpu-env"
 EXTRA_PACKAGES = (
     "termcolor", "validators", "sty", "openai", "httpx", "sniffio", "distro", "jiter", "portalocker",
     "datasets", "multiprocess", "dill", "xxhash", "timeout-decorator", "levenshtein", "rapidfuzz",
-    "joblib", "cloudpickle", "decord", "torchvision",
+    "joblib", "cloudpickle", "decord", "jieba", "nltk", "rouge", "six", "math-verify",
+    "latex2sympy2-extended", "antlr4-python3-runtime", "pylatexenc", "opencv-python", "imageio", "scipy",
+    "json-repair", "num2words", "scikit-learn", "narwhals", "threadpoolctl", "qwen-vl-utils", "torchvision",
 )
 SHIM = '''"""Test-venv only: declare torchvision's compiled-op schemas the CUDA wheel cannot register on CPU torch."""
 import torch

@@ -40,7 +40,9 @@ class PromptSpec(_Strict):
 
 
 class VlmEvalKitSpec(_Strict):
-    commit: str = Field(pattern=r"^[0-9a-f]{40}$")
+    package: str = Field(pattern=r"^[A-Za-z0-9_.-]+==[A-Za-z0-9_.+-]+$",
+                         description="the PyPI artifact run (docker/vlmevalkit.txt holds its sha256)")
+    commit: str = Field(pattern=r"^[0-9a-f]{40}$", description="the VLMEvalKit commit that artifact packages")
     model_class: str = "LLaVA_OneVision_HF"
     data_class: str = "ImageMCQDataset"
     model_key: str = Field("llava_kit", pattern=r"^[A-Za-z0-9_.-]+$")
