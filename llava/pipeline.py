@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -38,9 +37,10 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
     layout = smoke_layout(out)
     started = time.time()
     shutil.rmtree(out / "eval", ignore_errors=True)  # answers of an earlier smoke run are not this model's
-    print(f"== world: the synthetic shapes world (seed {seed}{', blank images' if blank_images else ''}) -> {out}",
-          file=sys.stderr, flush=True)
-    build_world(out, seed=seed, blank_images=blank_images, size=world_size or WorldSize())
+    with stage_console(out / "world.log") as log_path:
+        print_header(f"world: the synthetic shapes world (seed {seed}{', blank images' if blank_images else ''})",
+                     out, log_path)
+        build_world(out, seed=seed, blank_images=blank_images, size=world_size or WorldSize())
     stages = []
     for name in SMOKE_STAGES:
         t0 = time.time()
@@ -90,6 +90,6 @@ def _print(report: dict, out: str) -> int:
               f"  -> {out}/checkpoints/{stage['stage']}")
     print(f"colour accuracy {report['colour_accuracy']:.3f} on {report['questions']} questions "
           f"-> {out}/report.md ({report['seconds']} s)")
-    print(f"logs: {out}/runs/<stage>/train.log, TensorBoard: tensorboard --logdir {out}/runs; eval details: "
-          f"{out}/eval.log")
+    print(f"logs: {out}/runs/<stage>/train.log, {out}/world.log, {out}/eval.log; "
+          f"TensorBoard: tensorboard --logdir {out}/runs")
     return 0
