@@ -5,18 +5,37 @@ Knows the volume layout; the steps themselves live in their feature packages.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import time
 from pathlib import Path
 
 from llava.durable import write_text
+from llava.errors import KitError
 from llava.markdown import markdown_table
 from llava.packaged import SUITES_DIR
 from llava.paths import VolumeLayout
 
 SMOKE_STAGES = ("stage1", "stage1_5", "stage2")
 SMOKE_SUITE = SUITES_DIR / "shapes_smoke.yaml"
+# What smoke needs beyond the core install: transformers' Trainer needs accelerate, the chart matplotlib.
+SMOKE_EXTRAS = {"accelerate": "train", "matplotlib": "eval"}
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # sys.modules marks it as not importable
+        return False
+
+
+def require_smoke_extras() -> None:
+    """A plain `pip install .` lacks them: say which extras to add instead of failing inside a stage."""
+    missing = sorted({extra for module, extra in SMOKE_EXTRAS.items() if not _importable(module)})
+    if missing:
+        raise KitError(f"llava-kit smoke trains and evaluates, which needs the {' and '.join(missing)} "
+                       f"extra(s): pip install 'llava-kit[train,eval]' (from a checkout: pip install '.[train,eval]')")
 
 
 def smoke_layout(out: Path) -> VolumeLayout:
@@ -27,6 +46,7 @@ def smoke_layout(out: Path) -> VolumeLayout:
 def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bool = False,
               world_size=None) -> dict:
     """World -> three stages -> builtin MMBench-style eval -> report.md + report.json in `out`."""
+    require_smoke_extras()
     from llava.evaluate.service import run_eval
     from llava.recipe import STAGES_DIR, load_recipe
     from llava.synthetic.world import WorldSize, build_world, held_out_tsv

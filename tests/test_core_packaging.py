@@ -62,3 +62,13 @@ def test_an_installed_kit_finds_its_recipes_from_another_folder(wheel, tmp_path)
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[:4] == ["stage2", "fast", "stage1", "MMBench_DEV_EN"]
+
+
+def test_smoke_names_the_extras_a_plain_install_lacks(tmp_path):
+    """`pip install .` alone has no accelerate: smoke says which extras to add, exit 2, no traceback."""
+    code = ("import sys; sys.modules['accelerate'] = None; from llava.cli import main; "
+            f"sys.exit(main(['smoke', '--out', {str(tmp_path / 'smoke')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "needs the train extra" in done.stderr and "llava-kit[train,eval]" in done.stderr
+    assert not (tmp_path / "smoke").exists()  # refused before anything was built
