@@ -81,6 +81,9 @@ def test_vlmevalkit_run_py_equals_the_builtin_backend_row_by_row(smoke: Path, vl
         assert torch.equal(call["input_ids"], ours["input_ids"]), row.index
         assert torch.equal(call["pixel_values"], ours["pixel_values"]), row.index
         assert torch.equal(call["pixel_values"], training.image_processor(image, return_tensors="pt")["pixel_values"])
+        # VLMEvalKit always allows 2048 new tokens, the smoke suite 16: answers compare only if the model stops
+        new_tokens = call["output_ids"].shape[1] - call["input_ids"].shape[1]
+        assert new_tokens < suite.prompt.max_new_tokens, f"row {row.index}: no end token in {new_tokens} tokens"
         assert theirs[row.index] == builtin_answers[row.index], row.index
     assert vlmevalkit_run["acc"].read_bytes() == (smoke / "eval" / "acc.csv").read_bytes()
 
