@@ -11,7 +11,7 @@ llava-kit are the very ones the kit tests use) and adds, from PyPI:
   not exist"); `vlmevalkit_cpu_shim` (installed into this venv only, loaded by a .pth line) declares
   the nms/qnms schemas before torchvision loads so its pure-Python transforms import. Nothing of it
   is in the kit or in VLMEvalKit's files.
-Cost, measured on the shared 2-core box: cold about 40 s with a warm pip cache, warm 0 s.
+Cost, measured on the shared, loaded 2-core box with a warm pip cache: cold 70-140 s, warm 0 s.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ EXTRA_PACKAGES = (
     "datasets", "multiprocess", "dill", "xxhash", "timeout-decorator", "levenshtein", "rapidfuzz",
     "joblib", "cloudpickle", "decord", "jieba", "nltk", "rouge", "six", "math-verify",
     "latex2sympy2-extended", "antlr4-python3-runtime", "pylatexenc", "opencv-python", "imageio", "scipy",
-    "json-repair", "num2words", "scikit-learn", "narwhals", "threadpoolctl", "qwen-vl-utils", "torchvision",
+    "json-repair", "num2words", "scikit-learn", "narwhals", "threadpoolctl", "qwen-vl-utils", "xlsxwriter",
+    "torchvision",
 )
 SHIM = '''"""Test-venv only: declare torchvision's compiled-op schemas the CUDA wheel cannot register on CPU torch."""
 import torch
