@@ -7,8 +7,15 @@
 #   4. build the cpu variant of docker/Dockerfile FROM that base (pip's CA bundle as a build secret,
 #      a local CPU torch wheel served on loopback when there is one);
 #   5. run one compose service with compose.yaml + compose.ci.yaml (default: smoke; pass a command to
-#      override it, e.g. `.ci/docker-engine.sh doctor --json`).
+#      override it, e.g. `.ci/docker-engine.sh doctor --json`);
+#      or, with `--exec CMD ARGS...`, run CMD instead (it finds the engine through DOCKER_HOST and the
+#      image through LLAVA_KIT_CPU_IMAGE, and LLAVA_KIT_DOCKER_TESTS=1 / LLAVA_KIT_DOCKER_REUSE=1 are set):
+#      .ci/run uses `--exec python -m pytest -m docker` so every docker test shares one engine and build.
 # Everything is torn down on exit, success or not: containers, volumes, dockerd, mounts, temp dir.
+# If the engine does not come up (or the build fails), the script exits 1 with the engine's log tail.
+#
+# With LLAVA_KIT_DOCKER_REUSE=1 and a DOCKER_HOST whose engine already holds LLAVA_KIT_CPU_IMAGE (what
+# `--exec` gives its command), steps 1-4 are skipped and only the compose project is torn down.
 #
 # Env: LLAVA_KIT_DOCKER_SERVICE (default smoke), LLAVA_KIT_DOCKER_OUT (a host folder that receives a
 # copy of the runs volume and doctor reports), LLAVA_KIT_WHEELHOUSE (a folder with torch-*+cpu wheels;
@@ -24,6 +31,12 @@ PIP_CA_BUNDLE="${PIP_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 BASE_IMAGE="llava-kit-ci/bookworm-minbase:latest"
 CPU_IMAGE="llava-kit:cpu-ci"
 START=$SECONDS
+EXEC=0
+if [ "${1:-}" = "--exec" ]; then
+  shift
+  EXEC=1
+  [ "$#" -gt 0 ] || { echo "docker-engine.sh --exec: name the command to run" >&2; exit 2; }
+fi
 
 phase() { printf '[docker-engine %4ds] %s\n' "$((SECONDS - START))" "$*"; }
 
@@ -61,9 +74,15 @@ compose() {
 WORK=""
 DOCKERD_PID=""
 WHEEL_SERVER_PID=""
+REUSED=0
 teardown() {
   local rc=$?
   set +e
+  if [ "$REUSED" = 1 ]; then
+    phase "teardown (compose project only; the engine belongs to the caller)"
+    compose -f "$ROOT/compose.yaml" -f "$ROOT/compose.ci.yaml" --profile '*' down --volumes --remove-orphans \
+      > /dev/null 2>&1
+  fi
   if [ -n "$DOCKERD_PID" ]; then
     phase "teardown"
     compose -f "$ROOT/compose.yaml" -f "$ROOT/compose.ci.yaml" --profile '*' down --volumes --remove-orphans \
@@ -85,6 +104,13 @@ teardown() {
 trap teardown EXIT
 trap 'exit 130' INT TERM
 
+DOCKER="$(docker_cli 2> /dev/null || true)"
+if [ "${LLAVA_KIT_DOCKER_REUSE:-0}" = 1 ] && [ -n "${DOCKER_HOST:-}" ] && [ -n "$DOCKER" ] \
+   && "$DOCKER" image inspect "${LLAVA_KIT_CPU_IMAGE:-$CPU_IMAGE}" > /dev/null 2>&1; then
+  REUSED=1
+  CPU_IMAGE="${LLAVA_KIT_CPU_IMAGE:-$CPU_IMAGE}"
+  phase "reusing the engine at $DOCKER_HOST and its image $CPU_IMAGE"
+else
 install_missing
 DOCKER="$(docker_cli)"
 WORK="$(mktemp -d /tmp/llava-kit-docker.XXXXXX)"
@@ -136,6 +162,19 @@ DOCKER_BUILDKIT=1 "$DOCKER" build --network=host --progress=plain \
   "$ROOT" > "$WORK/build.log" 2>&1 \
   || { tail -40 "$WORK/build.log" >&2; exit 1; }
 grep -oE "transformers [^ ]+ deepspeed [^ ]+$" "$WORK/build.log" | head -1 || true
+phase "built $CPU_IMAGE"
+fi
+
+if [ "$EXEC" = 1 ]; then
+  export DOCKER_HOST LLAVA_KIT_CPU_IMAGE="$CPU_IMAGE" LLAVA_KIT_DOCKER_TESTS=1 LLAVA_KIT_DOCKER_REUSE=1
+  phase "exec $*"
+  set +e
+  "$@"
+  rc=$?
+  set -e
+  phase "exec finished (exit $rc)"
+  exit "$rc"
+fi
 
 phase "compose run $SERVICE $*"
 export LLAVA_KIT_CPU_IMAGE="$CPU_IMAGE"

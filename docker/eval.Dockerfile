@@ -1,5 +1,6 @@
-# llava-kit eval image: `llava-kit eval --backend vlmevalkit` on a GPU, with VLMEvalKit checked out at
-# a pinned commit (it is not on PyPI) and installed with its own requirements.txt.
+# llava-kit eval image: `llava-kit eval --backend vlmevalkit` on a GPU, with VLMEvalKit's code from the
+# one pinned PyPI artifact (docker/vlmevalkit.txt: ms-vlmeval 0.0.20 and its sha256, ModelScope's packaging
+# of VLMEvalKit 354a485c; the CPU test installs the same file), its requirements resolved by the lock.
 # Same digest-pinned CUDA base as docker/Dockerfile (shared layers); no DeepSpeed or flash-attn needed:
 # VLMEvalKit's LLaVA_OneVision_HF loads the HF-native checkpoint with plain from_pretrained.
 # torch is the train image's: the same TORCH_VERSION (pyproject.toml's pin) from the same cu128 PyTorch
@@ -28,29 +29,18 @@ ENV VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1
 RUN python3.11 -m venv "$VIRTUAL_ENV"
 
-# A single commit, fetched by hash, not a branch that moves.
-ARG VLMEVALKIT_REPO=https://github.com/open-compass/VLMEvalKit.git
-ARG VLMEVALKIT_COMMIT=e8e78f05c3080fe28154f2130321f17951c3be94
-WORKDIR /opt/VLMEvalKit
-RUN git init --quiet . \
- && git remote add origin "$VLMEVALKIT_REPO" \
- && git fetch --quiet --depth 1 origin "$VLMEVALKIT_COMMIT" \
- && git checkout --quiet FETCH_HEAD \
- && test "$(git rev-parse HEAD)" = "$VLMEVALKIT_COMMIT" \
- && rm -rf .git
-
 # torch and torchvision first, from TORCH_CUDA_INDEX: their cu128 builds match the base's CUDA 12.8 (the
 # build stops when torch's CUDA major differs), and torch's wheel pins its nvidia-* libraries and triton
 # exactly. requirements-eval.lock (docker/lock.py eval) pins the rest of the resolved set, without
 # torch, torchvision, triton, nvidia-* or cuda-* lines, and is used as constraints, so the checkout's own
-# requirements.txt decides what is installed and the lock decides the versions. torch-pins.txt pins
+# package metadata decides what is installed and the lock decides the versions. torch-pins.txt pins
 # torch and torchvision to the versions just installed, so that step cannot replace them (their +cu128
 # builds satisfy ==X, and pip keeps an installed distribution that satisfies).
 # The optional build secret `pip_ca` is a CA bundle for hosts behind a TLS proxy; it is never stored.
 ARG TORCH_VERSION=2.13.0
 ARG TORCHVISION_VERSION=0.28.0
 ARG TORCH_CUDA_INDEX=https://download.pytorch.org/whl/cu128
-COPY docker/requirements-eval.txt docker/requirements-eval.lock /tmp/
+COPY docker/requirements-eval.txt docker/requirements-eval.lock docker/vlmevalkit.txt /tmp/
 RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
     pip install --index-url "$TORCH_CUDA_INDEX" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
@@ -60,10 +50,10 @@ RUN --mount=type=secret,id=pip_ca \
       exit 1; \
     fi \
  && printf 'torch==%s\ntorchvision==%s\n' "$TORCH_VERSION" "$TORCHVISION_VERSION" > /tmp/torch-pins.txt \
- && pip install -r /opt/VLMEvalKit/requirements.txt -r /tmp/requirements-eval.txt \
+ && pip install --no-deps --require-hashes -r /tmp/vlmevalkit.txt \
+ && pip install "$(grep -o '^ms-vlmeval==[^ ]*' /tmp/vlmevalkit.txt)" -r /tmp/requirements-eval.txt \
       -c /tmp/requirements-eval.lock -c /tmp/torch-pins.txt \
- && pip install --no-deps -e /opt/VLMEvalKit \
- && rm /tmp/requirements-eval.txt /tmp/requirements-eval.lock /tmp/torch-pins.txt
+ && rm /tmp/requirements-eval.txt /tmp/requirements-eval.lock /tmp/torch-pins.txt /tmp/vlmevalkit.txt
 
 # llava-kit itself, editable and without dependencies (they came from the lock above): the package
 # finds stages/, eval/ and its data files next to itself, so the image keeps the repository layout.
@@ -75,8 +65,7 @@ RUN pip install --no-deps --no-build-isolation -e . \
 
 # litellm (a VLMEvalKit requirement) fetches a cost map at import unless told to use its local copy.
 ENV LITELLM_LOCAL_MODEL_COST_MAP=True \
-    LMUData=/data/LMUData \
-    VLMEVALKIT_COMMIT=${VLMEVALKIT_COMMIT}
+    LMUData=/data/LMUData
 
 # Fail the build when vlmeval, torchvision or llava-kit do not import together; the log shows which
 # torch build was installed (expected: torch 2.13.0+cu128 cuda 12.8 torchvision 0.28.0+cu128).

@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from llava.durable import recover_folder, write_text
 from llava.errors import KitError
 
 MANIFEST_NAME = "manifest.json"
@@ -130,16 +131,13 @@ def write_manifest(
         "extra": _scrub(dict(extra or {})),
         "files": hash_folder_files(folder, file_patterns),
     }
-    tmp = folder / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(body, indent=2, sort_keys=True))
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, folder / MANIFEST_NAME)
+    write_text(folder / MANIFEST_NAME, json.dumps(body, indent=2, sort_keys=True))
     return body
 
 
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
-    path = Path(folder) / MANIFEST_NAME
+    """The manifest of a step output, after finishing a folder replace that a crash interrupted."""
+    path = recover_folder(folder) / MANIFEST_NAME
     if not path.is_file():
         raise ManifestError(
             f"{folder} has no {MANIFEST_NAME}: it was not produced by a finished llava-kit step "

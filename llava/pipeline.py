@@ -10,11 +10,13 @@ import shutil
 import time
 from pathlib import Path
 
+from llava.durable import write_text
+from llava.markdown import markdown_table
+from llava.packaged import SUITES_DIR
 from llava.paths import VolumeLayout
 
-REPO = Path(__file__).resolve().parent.parent
 SMOKE_STAGES = ("stage1", "stage1_5", "stage2")
-SMOKE_SUITE = REPO / "eval" / "shapes_smoke.yaml"
+SMOKE_SUITE = SUITES_DIR / "shapes_smoke.yaml"
 
 
 def smoke_layout(out: Path) -> VolumeLayout:
@@ -28,14 +30,17 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
     from llava.evaluate.service import run_eval
     from llava.recipe import STAGES_DIR, load_recipe
     from llava.synthetic.world import WorldSize, build_world, held_out_tsv
+    from llava.train.console import print_header, stage_console
     from llava.train.run import train_stage
 
     out = Path(out)
     layout = smoke_layout(out)
     started = time.time()
     shutil.rmtree(out / "eval", ignore_errors=True)  # answers of an earlier smoke run are not this model's
-    size = world_size or WorldSize(shuffle_options=shuffled_options)
-    build_world(out, seed=seed, blank_images=blank_images, size=size)
+    with stage_console(out / "world.log") as log_path:
+        print_header(f"world: the synthetic shapes world (seed {seed}{', blank images' if blank_images else ''})",
+                     out, log_path)
+        build_world(out, seed=seed, blank_images=blank_images, size=world_size or WorldSize(shuffle_options=shuffled_options))
     stages = []
     for name in SMOKE_STAGES:
         t0 = time.time()
@@ -46,8 +51,10 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
         stages.append({"stage": name, "train_loss": result.train_loss, "steps": result.global_steps,
                        "skipped": result.skipped, "seconds": round(time.time() - t0, 1)})
     eval_started = time.time()
-    results = run_eval(layout.checkpoints / "stage2", SMOKE_SUITE, backend="builtin",
-                       out_dir=out / "eval", tsv=held_out_tsv(out))
+    with stage_console(out / "eval.log") as log_path:
+        print_header(f"eval (builtin MMBench scorer, {SMOKE_SUITE.name})", out / "eval", log_path)
+        results = run_eval(layout.checkpoints / "stage2", SMOKE_SUITE, backend="builtin",
+                           out_dir=out / "eval", tsv=held_out_tsv(out))
     overall = next(row["value"] for row in results["rows"] if row["name"] == "Overall")
     passes = pass_accuracy(out / "eval" / "questions.csv")
     report = {"stages": stages, "colour_accuracy": overall, "circular": passes["rows"] > results["n_questions"],
@@ -75,17 +82,17 @@ def write_report(out: Path, report: dict, layout: VolumeLayout) -> None:
     out = out.resolve()
     loss = write_lineage_chart(layout.checkpoints / "stage2", out / "loss.png", "smoke: training loss per stage")
     report["artifacts"] = smoke_artifacts(out, layout, loss)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    write_text(out / "report.json", json.dumps(report, indent=2))
     control = ("This run is the negative control: the shapes are removed from every image, so the colour "
                "cannot be seen and accuracy must stay at chance." if report["blank_images"] else
                "Negative control: `llava-kit smoke --blank-images` (same world, shapes removed from the images) "
                "stays at chance; tests/test_core_smoke.py asserts it.")
     lines = ["# llava-kit smoke run", "",
              f"Tiny model, synthetic shapes world (seed {report['seed']}"
-             + (", blank images: negative control" if report["blank_images"] else "") + ").", "",
-             "| stage | train loss | steps | skipped | seconds |", "|---|---|---|---|---|"]
-    lines += [f"| {s['stage']} | {s['train_loss']:.4f} | {s['steps']} | {s['skipped']} | {s['seconds']} |"
-              for s in report["stages"]]
+             + (", blank images: negative control" if report["blank_images"] else "") + ").", ""]
+    lines += markdown_table(["stage", "train loss", "steps", "skipped", "seconds"],
+                            [(s["stage"], f"{s['train_loss']:.4f}", s["steps"], s["skipped"], s["seconds"])
+                             for s in report["stages"]])
     if loss is not None:
         lines += ["", "![training loss per stage](loss.png)", "",
                   "Tiny recipes (stages/smoke/): no seed loss applies, so none is marked."]
@@ -103,7 +110,7 @@ def write_report(out: Path, report: dict, layout: VolumeLayout) -> None:
               f"Chance: {100 * (report['chance'] or 0):.2f}% for random letters{blind}.", "", control, "",
               f"Total time: {report['seconds']} s (eval {report['eval_seconds']} s).", "", "Files:"]
     lines += [f"- {name}: `{path}`" for name, path in report["artifacts"].items()]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "report.md", "\n".join(lines) + "\n")
 
 
 def smoke_artifacts(out: Path, layout: VolumeLayout, loss: Path | None) -> dict:
@@ -132,8 +139,13 @@ def register(subparsers) -> None:
 
 
 def _print(report: dict, out: str) -> int:
+    print()
     for stage in report["stages"]:
-        print(f"{stage['stage']:9s} loss {stage['train_loss']:.4f}  steps {stage['steps']}  {stage['seconds']} s")
-    print(f"colour accuracy {report['colour_accuracy']:.3f}{' (circular)' if report['circular'] else ''} on {report['questions']} questions "
+        print(f"{stage['stage']:9s} loss {stage['train_loss']:.4f}  steps {stage['steps']}  {stage['seconds']} s"
+              f"  -> {out}/checkpoints/{stage['stage']}")
+    print(f"colour accuracy {report['colour_accuracy']:.3f}{' (circular)' if report['circular'] else ''} "
+          f"on {report['questions']} questions "
           f"-> {out}/report.md ({report['seconds']} s)")
+    print(f"logs: {out}/runs/<stage>/train.log, {out}/world.log, {out}/eval.log; "
+          f"TensorBoard: tensorboard --logdir {out}/runs")
     return 0

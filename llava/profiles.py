@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from llava.errors import KitError
-from llava.recipe import STAGES_DIR, Recipe, _apply_override, _describe
+from llava.packaged import STAGES_DIR, packaged_path
+from llava.recipe import Recipe
+from llava.typed_config import config_error, load_config, set_dotted
 
 PROFILES_DIR = STAGES_DIR / "profiles"
 
@@ -36,18 +37,11 @@ def known_profiles() -> list[str]:
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
-    path = Path(name_or_path)
+    path = packaged_path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = PROFILES_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise KitError(f"speed profile {str(name_or_path)!r} not found ({path}); known profiles: {known_profiles()}")
-    try:
-        body = yaml.safe_load(path.read_text()) or {}
-        return Profile(name=path.stem, source=str(path), **body)
-    except yaml.YAMLError as err:
-        raise KitError(f"{path}: not valid YAML: {err}") from err
-    except ValidationError as err:
-        raise KitError(f"{path}: invalid profile:\n{_describe(err)}") from err
+    missing = f"speed profile {str(name_or_path)!r} not found ({path}); known profiles: {known_profiles()}"
+    return load_config(Profile, path, "speed profile", missing, name=path.stem, source=str(path))
 
 
 def _rescaled_accumulation(recipe: Recipe, overrides: dict[str, Any], profile: Profile) -> dict[str, Any]:
@@ -70,9 +64,10 @@ def apply_profile(recipe: Recipe, name_or_path: str | Path | None) -> Recipe:
     overrides = _rescaled_accumulation(recipe, profile.overrides_for(recipe.name), profile)
     body = recipe.model_dump(mode="json")
     for key, value in overrides.items():
-        _apply_override(body, key, value)
+        set_dotted(body, key, value, str(profile.source))
     body["profile"] = profile.name
     try:
         return Recipe(**body, source=recipe.source)
     except ValidationError as err:
-        raise KitError(f"{profile.source} on {recipe.source}: invalid recipe after the profile:\n{_describe(err)}") from err
+        raise config_error(err, profile.source, Recipe,
+                           header=f"{profile.source} on {recipe.source}: invalid recipe after the profile") from None

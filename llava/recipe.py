@@ -9,14 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llava.errors import KitError
-
-STAGES_DIR = Path(__file__).resolve().parent.parent / "stages"
+from llava.packaged import STAGES_DIR, packaged_path
+from llava.typed_config import config_error, read_document, set_dotted
 
 
 class _Strict(BaseModel):
@@ -161,25 +162,40 @@ class Recipe(_Strict):
 
 
 def resolve_recipe_path(name_or_path: str | Path) -> Path:
-    """`stage2` -> stages/stage2.yaml; a path is taken as is."""
+    """`stage2` -> the packaged stages/stage2.yaml; a path is taken as is, or as the packaged file of that name."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
-        return path
-    if not STAGES_DIR.is_dir():
-        raise KitError(f"llava-kit's recipes are not at {STAGES_DIR}: stages/ and eval/ live in the repository, "
-                       "not in a wheel; install from a clone with `pip install -e .`, or pass a recipe path")
+        return packaged_path(path)
     candidate = STAGES_DIR / f"{name_or_path}.yaml"
     if candidate.is_file():
         return candidate
     raise KitError(f"no recipe {name_or_path!r}: pass a YAML path or one of {sorted(p.stem for p in STAGES_DIR.glob('*.yaml'))}")
 
 
-def _apply_override(body: dict, dotted: str, value: Any) -> None:
-    node = body
-    keys = dotted.split(".")
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-    node[keys[-1]] = value
+@dataclass(frozen=True)
+class Override:
+    """One `--set key.sub=value` from the command line, kept whole so errors can quote it."""
+    key: str
+    raw: str
+
+    @property
+    def text(self) -> str:
+        return f"--set {self.key}={self.raw}"
+
+    @property
+    def value(self) -> Any:
+        return _parse_value(self.raw)
+
+
+def parse_overrides(items: list[str] | None) -> list[Override]:
+    """`key.sub=value` strings -> Overrides; a malformed one is a command-line error."""
+    parsed = []
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+            raise KitError(f"command line: --set {item!r} must look like key.sub=value, e.g. --set training.max_steps=10")
+        parsed.append(Override(key.strip(), raw))
+    return parsed
 
 
 def _parse_value(raw: str) -> Any:
@@ -193,32 +209,58 @@ def _parse_value(raw: str) -> Any:
     return value
 
 
-def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Load, apply `key.sub=value` overrides (values parsed as YAML) and validate."""
-    path = resolve_recipe_path(name_or_path)
-    if not path.is_file():
-        raise KitError(f"recipe file {path} does not exist")
-    try:
-        body = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise KitError(f"{path}: not valid YAML: {err}") from err
-    for item in overrides or []:
-        if "=" not in item:
-            raise KitError(f"override {item!r} must look like key.sub=value")
-        key, raw = item.split("=", 1)
-        _apply_override(body, key, _parse_value(raw))
+def apply_overrides(body: dict, overrides: list[Override]) -> dict:
+    for override in overrides:
+        set_dotted(body, override.key, override.value, f"command line {override.text}")
+    return body
+
+
+def _origin(loc: str, overrides: list[Override]) -> Override | None:
+    """The override that set `loc`, a key inside it, or (for a section-wide check) a key below it."""
+    for override in reversed(overrides):
+        key = override.key
+        if loc == key or loc.startswith(key + ".") or key.startswith(loc + "."):
+            return override
+    return None
+
+
+def read_recipe_body(path: Path) -> dict:
+    """The YAML mapping of a recipe file, or an error naming the file."""
+    body = read_document(path, f"recipe file {path} does not exist") or {}
+    if not isinstance(body, dict):
+        raise KitError(f"{path}: a recipe is a YAML mapping of keys (name, init, data, ...), not a {type(body).__name__}")
+    return body
+
+
+def validate_recipe(body: dict, path: Path, overrides: list[Override] | None = None) -> Recipe:
+    """Build the typed recipe; each error names its dotted key and whether the file or a --set caused it."""
+    overrides = overrides or []
     try:
         return Recipe(**body, source=str(path))
     except ValidationError as err:
-        raise KitError(f"{path}: invalid recipe:\n{_describe(err)}") from err
-    except TypeError as err:
-        raise KitError(f"{path}: invalid recipe: {err}") from err
+        locs = [".".join(map(str, e["loc"])) for e in err.errors()]
+        from_cli = [_origin(loc, overrides) for loc in locs]
+        if all(from_cli):
+            where = f"command line: {', '.join(dict.fromkeys(o.text for o in from_cli))} does not fit recipe {path}"
+        elif any(from_cli):
+            where = f"invalid recipe {path} and command-line --set values"
+        else:
+            where = f"{path}: invalid recipe"
+
+        def note(key: str) -> str:  # only worth saying when the file and the command line both erred
+            origin = _origin(key, overrides) if any(from_cli) and not all(from_cli) else None
+            return f"  [from the command line: {origin.text}]" if origin else ""
+
+        raise config_error(err, str(path), Recipe, header=where, note=note) from None
 
 
-def _describe(err: ValidationError) -> str:
-    lines = []
-    for item in err.errors():
-        key = ".".join(str(p) for p in item["loc"])
-        kind = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        lines.append(f"  {key}: {kind}" + (f" (got {item['input']!r})" if item["type"] != "extra_forbidden" else ""))
-    return "\n".join(lines)
+def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load, apply `key.sub=value` overrides (values parsed as YAML) and validate.
+
+    Only yaml and pydantic are imported: the CLI calls this before torch, transformers or a torchrun
+    re-launch, so a typo costs well under a second.
+    """
+    path = resolve_recipe_path(name_or_path)
+    parsed = parse_overrides(overrides)
+    body = apply_overrides(read_recipe_body(path), parsed)
+    return validate_recipe(body, path, parsed)

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory):
     """The world's BPE with <image>/<video> added, as stage 1 does to the real Qwen tokenizer."""
-    from llava.model.build import add_media_tokens
+    from llava.data.processor import add_media_tokens
     from llava.synthetic.tokenizer import build_tiny_tokenizer
     from llava.synthetic.world import _corpus
 

@@ -88,7 +88,29 @@ class FakeRepo:
         return self.commits.get(oid)
 
 
-class FakeHub:
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 and a free port, serving while used as a context manager."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class FakeHub(LoopbackServer):
     """Threaded HTTP server on 127.0.0.1 with in-memory repos; use as a context manager."""
 
     def __init__(self, root: str | Path, token: str | None = None):
@@ -103,22 +125,7 @@ class FakeHub:
         self.fail_get: dict[str, int] = {}  # file path -> how many GETs answer 500
         self.listed_sizes: dict[str, int] = {}  # file path -> size the tree listing claims (a lying mirror)
         self.lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> "FakeHub":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(_make_handler(self))
 
     def add_repo(self, repo_id: str, repo_type: str = "model", private: bool = False) -> FakeRepo:
         repo = FakeRepo(repo_id, repo_type, private)
@@ -241,6 +248,9 @@ class _HubHandler(BaseHTTPRequestHandler):
 
     # ---- read API -----------------------------------------------------------------------------------
     def api_repo(self, path: str, query: dict, body: bytes) -> int:
+        if "/" not in path[len("/api/"):]:  # e.g. /api/whoami-v2: not served, answered like the Hub's 404
+            self._error(404, None, f"no route for {self.command} {path}")
+            return 404
         kind, rest = path[len("/api/"):].split("/", 1)
         repo_type = kind[:-1]
         for verb, handler in (("/revision/", self._info), ("/tree/", self._tree), ("/preupload/", self._preupload),

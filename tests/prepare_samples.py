@@ -12,6 +12,17 @@ from PIL import Image
 PROMPT = "\nPlease generate detailed descriptions of the given image."
 
 
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    """An in-memory zip archive of `members` (name -> bytes)."""
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        for name, data in members.items():
+            bundle.writestr(name, data)
+    return buffer.getvalue()
+
+
 def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), seed: int = 0) -> bytes:
     """A noisy RGB image (noise keeps JPEGs large enough to truncate meaningfully)."""
     pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)

@@ -18,6 +18,9 @@ import pytest
 import torch
 
 STAGES = ("stage1", "stage1_5", "stage2")
+BENCH_LIMIT_S = 600  # one `llava-kit bench` run
+# the module's 9 runs share 2 lanes: the longer lane waits out up to 5 limits before the first test runs
+pytestmark = pytest.mark.timeout(5 * BENCH_LIMIT_S + 60)
 STEPS = 4
 # Stages 1.5/2 of the seed run one sample per micro-batch; the tiny recipes batch 8, so set it back.
 SEED_LAYOUT = {"stage1": [], "stage1_5": ["training.per_device_batch=1", "training.grad_accum=8"],
@@ -26,7 +29,7 @@ LOSS_REL_TOL = 1e-4
 
 
 def bench(stage: str, *extra: str, size: str = "tiny", profile: str = "fast", steps: int = STEPS,
-          sets: list[str] | None = None, timeout: int = 600) -> dict:
+          sets: list[str] | None = None, timeout: int = BENCH_LIMIT_S) -> dict:
     args = [sys.executable, "-m", "llava.cli", "bench", stage, f"--size={size}", f"--profile={profile}",
             f"--steps={steps}", "--loader-seconds=0.3", "--json", *[f"--set={s}" for s in sets or []], *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}

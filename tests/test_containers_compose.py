@@ -21,7 +21,8 @@ GPU_SERVICES = {"stage1", "stage1_5", "stage2", "eval"}
 ALL_SERVICES = {"prepare", "stage1", "stage1_5", "stage2", "eval", "publish", "smoke", "tensorboard"}
 # what each named volume is called inside every container (llava.paths.VolumeLayout env in brackets)
 MOUNTS = {"models": "/data/models", "datasets": "/data/datasets", "checkpoints": "/data/checkpoints",
-          "runs": "/data/runs", "hf-cache": "/data/hf-cache", "lmudata": "/data/LMUData"}
+          "runs": "/data/runs", "hf-cache": "/data/hf-cache", "lmudata": "/data/LMUData",
+          "image-roots": "/data/image-roots"}
 LAYOUT_ENV = {"LLAVA_KIT_MODELS": "models", "LLAVA_KIT_DATASETS": "datasets",
               "LLAVA_KIT_CHECKPOINTS": "checkpoints", "LLAVA_KIT_RUNS": "runs", "HF_HOME": "hf-cache",
               "LMUData": "lmudata"}
@@ -52,17 +53,17 @@ def base() -> dict:
 
 
 @pytest.mark.parametrize("override", [None, "compose.ci.yaml", "compose.pipeline.yaml",
-                                      "compose.multinode.yaml", "compose.hostdirs.yaml"])
+                                      "compose.multinode.yaml", "compose.hostdirs.yaml", "compose.rehearsal.yaml"])
 def test_every_compose_file_validates(override):
     files = ["compose.yaml"] + ([override] if override else [])
-    env = {**MULTINODE_ENV, "LLAVA_KIT_DATA_ROOT": "/srv/llava"}
+    env = {**MULTINODE_ENV, "LLAVA_KIT_DATA_ROOT": "/srv/llava", "LLAVA_KIT_REHEARSAL_DIR": "/srv/rehearsal"}
     compose(*files, env=env)  # asserts exit 0
 
 
 def test_override_list_covers_every_compose_file():
     on_disk = {p.name for p in ROOT.glob("compose*.yaml")}
     assert on_disk == {"compose.yaml", "compose.ci.yaml", "compose.pipeline.yaml",
-                       "compose.multinode.yaml", "compose.hostdirs.yaml"}
+                       "compose.multinode.yaml", "compose.hostdirs.yaml", "compose.rehearsal.yaml"}
 
 
 def test_services_and_their_commands(base):
@@ -75,7 +76,7 @@ def test_services_and_their_commands(base):
     assert prepare["entrypoint"] == ["/bin/bash", "-euc"]
     assert prepare["command"][0].split(" && ") == [
         "llava-kit prepare models", "llava-kit prepare data --stage 1", "llava-kit prepare data --stage 1.5",
-        "llava-kit prepare data --stage 2"]
+        "llava-kit prepare data --stage 2 --image-root /data/image-roots"]
     assert services["eval"]["command"] == ["eval", "/data/checkpoints/stage2", "--suite", "eval/mmbench_dev_en.yaml",
                                            "--backend", "vlmevalkit", "--out", "/data/runs/stage2/eval"]
     assert services["smoke"]["command"] == ["smoke", "--out", "/data/runs/smoke"]
@@ -151,8 +152,22 @@ def test_training_services_environment(base):
         assert service["init"] is True
         # NCCL knobs pass through from the host only when set there
         assert env["NCCL_P2P_DISABLE"] is None
-    passed = model("compose.yaml", env={"NCCL_P2P_DISABLE": "1"})["services"]["stage2"]["environment"]
-    assert passed["NCCL_P2P_DISABLE"] == "1"
+        assert env["LLAVA_KIT_PROFILE"] == "seed"  # `llava-kit train` reads it (tests/test_rehearsal.py)
+    passed = model("compose.yaml", env={"NCCL_P2P_DISABLE": "1", "LLAVA_KIT_PROFILE": "fast"})["services"]
+    assert passed["stage2"]["environment"]["NCCL_P2P_DISABLE"] == "1"
+    assert {passed[stage]["environment"]["LLAVA_KIT_PROFILE"] for stage in STAGES} == {"fast"}
+
+
+def test_image_roots_are_a_read_only_mount_of_prepare():
+    """Empty named volume by default (stage 2 then downloads the archives); a host folder when given."""
+    def mount(env):
+        volumes = model("compose.yaml", env=env)["services"]["prepare"]["volumes"]
+        return next(m for m in volumes if m["target"] == "/data/image-roots")
+
+    assert mount({}) | {"volume": None} == {"type": "volume", "source": "image-roots",
+                                             "target": "/data/image-roots", "read_only": True, "volume": None}
+    given = mount({"LLAVA_KIT_IMAGE_ROOTS": "/srv/llava-images"})
+    assert (given["type"], given["source"], given["read_only"]) == ("bind", "/srv/llava-images", True)
 
 
 def test_token_secret_only_on_publish(base):
@@ -241,3 +256,36 @@ def test_hostdirs_folder_names_match_volume_layout():
     assert devices["checkpoints"] == "/" + layout.checkpoints.name
     assert devices["runs"] == "/" + layout.runs.name
     assert devices["hf-cache"] == "/" + layout.hf_cache.name
+
+
+@pytest.mark.parametrize("value, expected", [("fast", "fast"), ("seed", "seed"), ("", None), (None, None)])
+def test_train_takes_its_profile_from_the_environment_unless_given(monkeypatch, value, expected):
+    """What the compose stage services set (LLAVA_KIT_PROFILE) is what the bare path reads, too."""
+    from llava.cli import build_parser
+
+    if value is None:
+        monkeypatch.delenv("LLAVA_KIT_PROFILE", raising=False)
+    else:
+        monkeypatch.setenv("LLAVA_KIT_PROFILE", value)
+    assert build_parser().parse_args(["train", "stage2"]).profile == expected
+    assert build_parser().parse_args(["train", "stage2", "--profile", "seed"]).profile == "seed"
+
+
+def test_rehearsal_override_keeps_the_services_entrypoints_and_volumes():
+    """The rehearsal (tests/test_rehearsal.py) walks the same services as a GPU user, only tiny."""
+    files = ("compose.yaml", "compose.ci.yaml", "compose.hostdirs.yaml")
+    env = {"LLAVA_KIT_DATA_ROOT": "/srv/llava", "LLAVA_KIT_REHEARSAL_DIR": "/srv/rehearsal"}
+    plain = model(*files, env=env)["services"]
+    tiny = model(*files, "compose.rehearsal.yaml", env=env)["services"]
+    for name in ("prepare", "stage1", "stage1_5", "stage2", "eval", "publish"):
+        assert tiny[name]["network_mode"] == "host", name
+        assert tiny[name].get("entrypoint") == plain[name].get("entrypoint"), name
+        assert tiny[name]["image"] == plain[name]["image"] == "llava-kit:cpu", name
+        extra = [m for m in tiny[name]["volumes"] if m not in plain[name]["volumes"]]
+        assert extra == ([{"type": "bind", "source": "/srv/rehearsal", "target": "/rehearsal", "read_only": True,
+                           "bind": {}}] if name == "prepare" else []), name
+    assert tiny["prepare"]["command"] == plain["prepare"]["command"]
+    assert tiny["publish"]["command"] == plain["publish"]["command"]
+    for stage in STAGES:
+        assert tiny[stage]["command"][:2] == ["train", f"stages/smoke/{stage}.yaml"]
+        assert tiny[stage]["environment"]["LLAVA_KIT_PROFILE"] == "seed"

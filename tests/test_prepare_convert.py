@@ -142,14 +142,23 @@ def test_keep_ocr_vqa_stages_gif_and_png_under_their_real_names(tmp_path):
     assert body["extra"]["image_fixes"] == 2 and "image_fixes.jsonl" in body["files"]
 
 
-def test_missing_image_root_is_named_before_anything_is_staged(tmp_path, capsys):
+def test_missing_image_root_without_an_archive_is_named_before_anything_is_staged(tmp_path, capsys):
+    import yaml
+
+    from llava.prepare.sources import DEFAULT_SOURCES
+
     source, roots = _ocr_source(tmp_path)
+    table = yaml.safe_load(DEFAULT_SOURCES.read_text())
+    del table["stages"]["2"]["image_archives"]["gqa"]  # a source the table has no download for
+    (tmp_path / "sources.yaml").write_text(yaml.safe_dump(table))
 
     code = main(["prepare", "data", "--stage", "2", "--source-dir", str(source), "--out", str(tmp_path / "o"),
+                 "--sources", str(tmp_path / "sources.yaml"),
                  "--image-root", f"coco={roots / 'coco'}", "--size", "0", "--workers", "1"])
 
     assert code == 2
-    assert "no image root for gqa (1 images): pass --image-root NAME=PATH" in capsys.readouterr().err
+    assert "image source 'gqa' has no published archive in the sources file: pass --image-root gqa=PATH" \
+        in capsys.readouterr().err
     assert not (tmp_path / "o/images/coco").exists()
 
 

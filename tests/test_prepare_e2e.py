@@ -3,9 +3,7 @@ the real huggingface_hub client: download, convert, subset, verify, manifest wit
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ import pytest
 from fake_hub import FakeHub, allow_loopback
 from llava.cli import main
 from llava.manifest import require_manifest
-from prepare_samples import image_bytes, record, recap_shard, write_image
+from prepare_samples import image_bytes, record, recap_shard, write_image, zip_bytes
 
 
 @pytest.fixture()
@@ -21,14 +19,6 @@ def hub(tmp_path, monkeypatch):
     allow_loopback(monkeypatch)  # the suite runs with HF_HUB_OFFLINE=1; this server is 127.0.0.1
     with FakeHub(tmp_path / "hub") as server:
         yield server
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as bundle:
-        for name, data in members.items():
-            bundle.writestr(name, data)
-    return buffer.getvalue()
 
 
 def _publish_sources(hub: FakeHub, tmp_path: Path) -> dict[str, str]:
@@ -45,7 +35,7 @@ def _publish_sources(hub: FakeHub, tmp_path: Path) -> dict[str, str]:
         "liuhaotian/LLaVA-Pretrain": hub.add_repo("liuhaotian/LLaVA-Pretrain", "dataset").commit({
             "blip_laion_cc_sbu_558k.json": json.dumps(pretrain).encode(),
             "blip_laion_cc_sbu_558k_meta.json": b"[]",
-            "images.zip": _zip(members),
+            "images.zip": zip_bytes(members),
         }),
         "lmms-lab/LLaVA-ReCap-118K": hub.add_repo("lmms-lab/LLaVA-ReCap-118K", "dataset").commit({
             "data/train-00000-of-00001.parquet": (tmp_path / "recap.parquet").read_bytes(),

@@ -1,4 +1,5 @@
-"""Verification on generated datasets with planted faults: exact quarantine, clean copy, stats, manifest."""
+"""Verification on generated datasets with planted faults: exact quarantine, the user's file untouched, the
+verified set beside it, stats, manifest."""
 
 from __future__ import annotations
 
@@ -29,11 +30,13 @@ def _ids(path: Path) -> list[str]:
 
 def test_planted_faults_are_each_quarantined_with_id_and_reason(tmp_path):
     good, bad = planted_dataset(tmp_path)
+    users_file = (tmp_path / "data.json").read_bytes()
 
     report = verify_dataset(tmp_path, expects_image=None, workers=2)
 
     assert {row["id"]: row["reason"] for row in report.faults} == bad
-    assert set(_ids(tmp_path / "data.json")) == good
+    assert (tmp_path / "data.json").read_bytes() == users_file  # the user's file is never rewritten
+    assert report.data_file == "data.verified.json" and set(_ids(tmp_path / "data.verified.json")) == good
     assert (report.total, report.kept) == (len(good) + len(bad), len(good))
     rows = [json.loads(line) for line in (tmp_path / "quarantine.jsonl").read_text().splitlines()]
     assert {row["id"]: (row["reason"], row["image"]) for row in rows} == {
@@ -52,13 +55,28 @@ def test_planted_faults_are_each_quarantined_with_id_and_reason(tmp_path):
 def test_reverify_is_idempotent_and_keeps_the_quarantine(tmp_path):
     planted_dataset(tmp_path)
     verify_dataset(tmp_path, workers=1)
-    clean = (tmp_path / "data.json").read_bytes()
+    clean = (tmp_path / "data.verified.json").read_bytes()
 
     again = verify_dataset(tmp_path, workers=1)
 
-    assert again.faults == []
-    assert (tmp_path / "data.json").read_bytes() == clean
-    assert len((tmp_path / "quarantine.jsonl").read_text().splitlines()) == 7
+    assert len(again.faults) == 7  # the user's data.json still holds them
+    assert (tmp_path / "data.verified.json").read_bytes() == clean
+    assert len((tmp_path / "quarantine.jsonl").read_text().splitlines()) == 7  # not listed twice
+
+
+def test_prepare_data_filters_its_own_data_json_in_place(tmp_path):
+    good, _ = planted_dataset(tmp_path)
+    report = verify_dataset(tmp_path, workers=1, in_place=True)
+    assert report.data_file == "data.json" and set(_ids(tmp_path / "data.json")) == good
+    assert not (tmp_path / "data.verified.json").exists()
+
+
+def test_a_fixed_data_json_retires_the_verified_copy(tmp_path):
+    good, _ = planted_dataset(tmp_path)
+    verify_dataset(tmp_path, workers=1)
+    (tmp_path / "data.json").write_bytes((tmp_path / "data.verified.json").read_bytes())  # the user fixed it
+    assert verify_dataset(tmp_path, workers=1).data_file == "data.json"
+    assert not (tmp_path / "data.verified.json").exists()
 
 
 def test_duplicate_and_missing_ids_are_faults(tmp_path):
@@ -131,17 +149,22 @@ def test_verify_cli_quarantines_writes_manifest_and_check_only_changes_nothing(t
     assert (tmp_path / "data.json").read_bytes() == before
     assert not (tmp_path / "manifest.json").exists()
 
+    capsys.readouterr()
     code = main(["prepare", "verify", str(tmp_path), "--stage", "2", "--tokenizer", str(tokenizer_dir),
                  "--workers", "1", "--max-bad-fraction", "0.5"])
 
     assert code == 0
     out = capsys.readouterr().out
     assert "quarantined truncated: truncated image (bad/truncated.jpg)" in out
+    assert (tmp_path / "data.json").read_bytes() == before
+    assert (f"{tmp_path / 'data.json'} is unchanged; the {len(good)} samples that passed are in "
+            f"{tmp_path / 'data.verified.json'}: train on them with --set data.path=") in out
     body = require_manifest(tmp_path, "dataset")
     assert body["metrics"]["samples"] == len(good)
     assert body["metrics"]["quarantined"] == len(bad)
     assert body["extra"]["quarantine_reasons"]["gif named .jpg"] == 1
-    assert set(body["files"]) == {"data.json", "quarantine.jsonl", "stats.json"}
+    assert body["extra"]["verified_file"] == "data.verified.json"
+    assert set(body["files"]) == {"data.json", "data.verified.json", "quarantine.jsonl", "stats.json"}
     assert body["extra"]["lengths"]["image"]["max"] > 729  # stage 2 anyres counts, not the square rule
 
 
@@ -153,3 +176,23 @@ def test_too_many_bad_samples_fail_with_a_clear_error(tmp_path, capsys):
     assert code == 2
     assert "7 of 15 samples" in capsys.readouterr().err
     assert read_manifest(tmp_path)["metrics"]["quarantined"] == 7  # still recorded, for inspection
+
+
+def test_training_refuses_the_unverified_file_and_names_the_verified_one(tmp_path):
+    from llava.errors import KitError
+    from llava.paths import VolumeLayout
+    from llava.recipe import STAGES_DIR, load_recipe
+    from llava.train.preflight import check_manifests, locate_inputs
+
+    data = tmp_path / "mine"
+    planted_dataset(data)
+    assert main(["prepare", "verify", str(data), "--workers", "1", "--max-bad-fraction", "0.9"]) == 0
+    (tmp_path / "ckpt").mkdir()
+    layout = VolumeLayout.from_env(tmp_path)
+    base = [f"data.image_folder={data / 'images'}", f"init.from_checkpoint={tmp_path / 'ckpt'}"]
+    recipe = load_recipe(STAGES_DIR / "smoke" / "stage2.yaml", [f"data.path={data / 'data.json'}", *base])
+    with pytest.raises(KitError, match=f"wrote the ones that passed to {data / 'data.verified.json'}: train on that"):
+        check_manifests(recipe, locate_inputs(recipe, layout))
+    verified = load_recipe(STAGES_DIR / "smoke" / "stage2.yaml", [f"data.path={data / 'data.verified.json'}", *base])
+    with pytest.raises(KitError, match="manifest"):  # past the data check: the empty checkpoint folder has none
+        check_manifests(verified, locate_inputs(verified, layout))

@@ -60,7 +60,9 @@ def test_rotation_keeps_the_newest_complete_ones(tmp_path):
 def test_resume_carries_the_loss_and_refuses_other_data_or_world_size(tmp_path):
     saved(tmp_path, 8)
     events = EventLog(tmp_path / "events.jsonl")
-    store = ResumableCheckpoints(tmp_path, 1, {**FINGERPRINT, "recipe_hash": "r2"}, events)
+    with pytest.raises(KitError, match="the recipe changed since checkpoint-8 .*--allow-recipe-change"):
+        ResumableCheckpoints(tmp_path, 1, {**FINGERPRINT, "recipe_hash": "r2"}, events).resume_point()
+    store = ResumableCheckpoints(tmp_path, 1, {**FINGERPRINT, "recipe_hash": "r2"}, events, allow_recipe_change=True)
     assert store.resume_point().step == 8 and (store.base_step, store.base_loss_sum) == (8, 16.0)
     assert "the recipe changed since checkpoint-8" in (tmp_path / "events.jsonl").read_text()
     with pytest.raises(KitError, match="trained on other data") as err:
@@ -106,9 +108,10 @@ def test_grace_watchdog_exits_a_stuck_stop_in_time(tmp_path):
 
 def test_grace_setting_is_validated_and_reaches_torchrun(monkeypatch):
     from llava.train.command import torchrun_command
+    from llava.train.launch import Launch
     from llava.train.signals import stop_grace_seconds
     monkeypatch.delenv("LLAVA_KIT_STOP_GRACE_S", raising=False)
-    assert stop_grace_seconds() == 110 and "--shutdown-timeout=115" in torchrun_command(2, ["stage2"])
+    assert stop_grace_seconds() == 110 and "--shutdown-timeout=115" in torchrun_command(Launch(nproc=2), ["stage2"])
     monkeypatch.setenv("LLAVA_KIT_STOP_GRACE_S", "soon")
     with pytest.raises(KitError, match="LLAVA_KIT_STOP_GRACE_S='soon' must be a positive number of seconds"):
         stop_grace_seconds()

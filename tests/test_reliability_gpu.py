@@ -6,15 +6,15 @@ Skipped without CUDA; the figures in docs/reliability.md come from this file on 
 
 from __future__ import annotations
 
-import os
+import json
 import time
 
 import pytest
 import torch
 
-from train_cli import assert_bit_identical, events, run_train
+from train_cli import TRAIN_LIMIT_S, assert_bit_identical, events, limit_for, run_train
 
-pytestmark = [pytest.mark.gpu, pytest.mark.slow,
+pytestmark = [pytest.mark.gpu, pytest.mark.slow, limit_for(3 * TRAIN_LIMIT_S),
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 OVERRIDES = ["init.from_checkpoint={checkpoints}/stage1", "training.max_steps=48",
@@ -53,7 +53,8 @@ def real_size_model():
 def test_real_size_resumable_state_saves_within_the_grace(tmp_path):
     from transformers import LlavaOnevisionForConditionalGeneration
 
-    from llava.train.checkpointing import MARKER, file_sizes, fsync_tree, load_model_weights, write_json_durably
+    from llava.durable import replace_folder, write_text
+    from llava.train.checkpointing import MARKER, file_sizes, load_model_weights
     from llava.train.signals import stop_grace_seconds
     config, model = real_size_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -65,9 +66,8 @@ def test_real_size_resumable_state_saves_within_the_grace(tmp_path):
     started = time.monotonic()
     model.save_pretrained(staged)
     torch.save(optimizer.state_dict(), staged / "optimizer.pt")
-    fsync_tree(staged)
-    os.replace(staged, final)
-    write_json_durably(final / MARKER, {"step": 50, "files": file_sizes(final)})
+    replace_folder(staged, final)
+    write_text(final / MARKER, json.dumps({"step": 50, "files": file_sizes(final)}))
     saved_s = time.monotonic() - started
     fresh = LlavaOnevisionForConditionalGeneration(config).cuda()
     started = time.monotonic()

@@ -13,10 +13,11 @@ import subprocess
 import psutil
 import pytest
 
-from train_cli import (assert_bit_identical, data_overrides, events, kill_tree, new_dataset, output_of,
-                       plant_faults, run_train, start_train, wait_for, write_dataset)
+from train_cli import (TRAIN_LIMIT_S, assert_bit_identical, data_overrides, events, kill_tree, limit_for,
+                       new_dataset, output_of, plant_faults, run_train, start_train, wait_for, write_dataset)
 
-pytestmark = pytest.mark.slow
+# the module's reference run + the longest test (a first checkpoint within 180 s, the stop, the rerun)
+pytestmark = [pytest.mark.slow, limit_for(TRAIN_LIMIT_S, 180 + 120, TRAIN_LIMIT_S)]
 
 # The whole tiny stage-2 epoch: text-only steps and the last step, which mixes image and text-only
 # samples across the ranks (image-less micro-batches carry the collator's blank-image row, so every

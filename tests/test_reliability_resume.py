@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from train_cli import assert_bit_identical, events, run_train, start_train, wait_for
+from train_cli import TRAIN_LIMIT_S, assert_bit_identical, events, limit_for, run_train, start_train, wait_for
+
+# the module's reference run + the longest test (SIGTERM: two waits and a communicate of 120 s, one rerun)
+pytestmark = limit_for(TRAIN_LIMIT_S, 3 * 120, TRAIN_LIMIT_S)
 
 STEPS, EVERY = 48, 6
 OVERRIDES = ["init.from_checkpoint={checkpoints}/stage1", f"training.max_steps={STEPS}",

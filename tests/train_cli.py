@@ -44,8 +44,19 @@ def train_args(stage: str, name: str, overrides: list[str]) -> list[str]:
             f"--set=name={name}", f"--set=output={{checkpoints}}/{name}", *[f"--set={o}" for o in overrides]]
 
 
+TRAIN_LIMIT_S = 300  # one `llava-kit train` run of a test; tests mark their pytest timeout from it
+
+
+def limit_for(*subprocess_limits: float) -> "pytest.MarkDecorator":
+    """A pytest timeout that outlasts every subprocess limit the test (and its fixtures) may wait out,
+    so a slow shared machine fails nothing that would have passed."""
+    import pytest
+
+    return pytest.mark.timeout(int(sum(subprocess_limits)) + 60)
+
+
 def run_train(world: Path, stage: str, name: str, overrides: list[str], nproc: int = 1,
-              timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+              timeout: float = TRAIN_LIMIT_S, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(train_args(stage, name, overrides), env=train_env(world, nproc, **env),
                           capture_output=True, text=True, timeout=timeout)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 from pathlib import Path
+
+from llava.durable import write_text
 
 
 def register(subparsers) -> None:
@@ -42,11 +43,7 @@ def run(args) -> int:
                            overrides=args.overrides, loader_seconds=args.loader_seconds)
     text = json.dumps(result, indent=1)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out)
+        write_text(Path(args.out), text)
     if args.json:
         print(text)
     else:

@@ -15,7 +15,8 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import torch
-import yaml
+
+from llava.typed_config import read_packaged
 
 DEVICES_FILE = Path(__file__).with_name("devices.yaml")
 
@@ -88,7 +89,7 @@ class FlopModel:
 
 def peak_for_name(name: str) -> float | None:
     """Peak dense bf16 FLOP/s of a GPU by its CUDA name (devices.yaml), None when not listed."""
-    for entry in yaml.safe_load(DEVICES_FILE.read_text()):
+    for entry in read_packaged(DEVICES_FILE):
         if entry["pattern"] in name:
             return float(entry["peak_bf16"])
     return None

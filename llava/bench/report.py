@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from llava.markdown import markdown_row, markdown_table
+
 GIB = 1024 ** 3
+PERFORMANCE_HEADER = ("stage", "profile", "device", "samples/s", "MFU", "peak memory", "date")
+SPEEDUP_HEADER = ("stage", "fast / seed samples/s", "max relative loss difference per step", "fast packing, loss")
 
 
 def _num(value, spec: str = ".3g", none: str = "n/a") -> str:
@@ -50,28 +54,33 @@ def result_table(result: dict) -> Table:
     return table
 
 
+def _performance_cells(result: dict) -> list[str]:
+    mfu = _num(result.get("mfu"), ".1%", "n/a")
+    return [result["stage"], result["profile"], result["device"], f"{result['samples_per_s']:.2f}", mfu,
+            f"{result['peak_memory_bytes'] / GIB:.1f} GiB", result["date"]]
+
+
 def performance_row(result: dict) -> str:
     """| stage | profile | device | samples/s | MFU | peak memory | date | for docs/performance.md."""
-    mfu = _num(result.get("mfu"), ".1%", "n/a")
-    return (f"| {result['stage']} | {result['profile']} | {result['device']} | {result['samples_per_s']:.2f} | "
-            f"{mfu} | {result['peak_memory_bytes'] / GIB:.1f} GiB | {result['date']} |")
+    return markdown_row(_performance_cells(result))
+
+
+def _speedup_cells(stage: str, seed: dict | None, fast: dict | None) -> list[str]:
+    if not (seed and fast):
+        return [stage, "missing run", "", ""]
+    diff = max(abs(a - b) / abs(a) for a, b in zip(seed["losses"], fast["losses"]))
+    return [stage, f"{fast['samples_per_s'] / seed['samples_per_s']:.2f}x", f"{diff:.2e}",
+            f"{fast['packing']}, {fast['loss_impl_effective']}"]
 
 
 def comparison(results: list[dict]) -> str:
     """Markdown: the performance rows, then fast/seed speed-up and loss agreement per stage."""
-    lines = ["| stage | profile | device | samples/s | MFU | peak memory | date |", "|---|---|---|---|---|---|---|"]
-    lines += [performance_row(r) for r in results if "samples_per_s" in r]
-    by_key = {(r["stage"], r["profile"]): r for r in results if "samples_per_s" in r}
-    lines += ["", "| stage | fast / seed samples/s | max relative loss difference per step | fast packing, loss |",
-              "|---|---|---|---|"]
-    for stage in sorted({r["stage"] for r in results}):
-        seed, fast = by_key.get((stage, "seed")), by_key.get((stage, "fast"))
-        if not (seed and fast):
-            lines.append(f"| {stage} | missing run | | |")
-            continue
-        diff = max(abs(a - b) / abs(a) for a, b in zip(seed["losses"], fast["losses"]))
-        lines.append(f"| {stage} | {fast['samples_per_s'] / seed['samples_per_s']:.2f}x | {diff:.2e} | "
-                     f"{fast['packing']}, {fast['loss_impl_effective']} |")
+    measured = [r for r in results if "samples_per_s" in r]
+    lines = markdown_table(PERFORMANCE_HEADER, [_performance_cells(r) for r in measured])
+    by_key = {(r["stage"], r["profile"]): r for r in measured}
+    speedups = [_speedup_cells(stage, by_key.get((stage, "seed")), by_key.get((stage, "fast")))
+                for stage in sorted({r["stage"] for r in results})]
+    lines += ["", *markdown_table(SPEEDUP_HEADER, speedups)]
     return "\n".join(lines)
 
 

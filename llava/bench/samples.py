@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image
 from torch.utils.data import Dataset
 
 from llava.bench.shapes import TokenIds
 from llava.data.templates import IGNORE_INDEX, expand_image_tokens
 from llava.errors import KitError
+from llava.typed_config import read_packaged
 
 STAGE_DATA_FILE = Path(__file__).with_name("stage_data.yaml")
 REAL_TILE = 384  # stage_data.yaml sizes are real pixels; tiny tiles scale them down
@@ -36,7 +36,7 @@ class SampleSpec:
 
 
 def load_stage_data(stage: str) -> tuple[dict, dict]:
-    body = yaml.safe_load(STAGE_DATA_FILE.read_text())
+    body = read_packaged(STAGE_DATA_FILE)
     if stage not in body["stages"]:
         raise KitError(f"{STAGE_DATA_FILE}: no data shapes for stage {stage!r}; known: {sorted(body['stages'])}")
     return body["stages"][stage], body["image_sets"]

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from llava.errors import KitError
 from llava.recipe import Recipe
+from llava.typed_config import read_packaged
 
 SHAPES_FILE = Path(__file__).with_name("model_shapes.yaml")
 SIZES = ("real", "tiny")
@@ -58,7 +58,7 @@ class BenchModel:
 def load_shapes(size: str) -> dict:
     if size not in SIZES:
         raise KitError(f"unknown bench size {size!r}: use one of {list(SIZES)}")
-    body = yaml.safe_load(SHAPES_FILE.read_text())[size]
+    body = read_packaged(SHAPES_FILE)[size]
     if size == "tiny":
         from llava.synthetic.tiny_models import TINY_TEXT, TINY_VISION
         body = {**body, "text_config": {"model_type": "qwen2", "vocab_size": body["vocab_size"],
@@ -124,7 +124,7 @@ def build_bench_model(recipe: Recipe, size: str, seed: int | None = None) -> Ben
     from transformers import LlavaOnevisionForConditionalGeneration
     from transformers.initialization import no_init_weights
 
-    from llava.model.build import processor_for
+    from llava.data.processor import processor_for
     shapes = load_shapes(size)
     tokens = TokenIds.from_data(shapes["tokens"])
     config = bench_config(recipe, shapes)

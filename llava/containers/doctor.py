@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from llava.containers import engine, gpu, host
-from llava.containers.findings import DoctorReport, Finding
+from llava.containers.findings import DoctorReport, Finding, Runtime
 from llava.errors import KitError
 from llava.paths import VolumeLayout
 
@@ -22,12 +22,23 @@ def in_container() -> bool:
     return Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
 
 
-def engine_expected(env: Mapping[str, str]) -> bool:
-    """Check the engine when one is named or its default socket exists, or when on a plain host.
+def detect_runtime(env: Mapping[str, str]) -> Runtime:
+    """Where doctor runs: `docker-host` (an engine is named or its socket exists: compose's side),
+    `container` (inside one: a compose service, an AutoDL instance) or `bare` (a host without an engine)."""
+    if in_container():
+        return "container"
+    if env.get("DOCKER_HOST") or Path("/var/run/docker.sock").exists():
+        return "docker-host"
+    return "bare"
 
-    Inside a container with no socket (a compose service, an AutoDL instance) there is no engine to ask.
+
+def engine_expected(env: Mapping[str, str]) -> bool:
+    """Check the engine when one is named or its default socket exists.
+
+    Inside a container with no socket, or on a host without an engine (a laptop, a bare GPU box), there
+    is no engine to ask: `--engine` asks anyway.
     """
-    return bool(env.get("DOCKER_HOST")) or Path("/var/run/docker.sock").exists() or not in_container()
+    return bool(env.get("DOCKER_HOST")) or Path("/var/run/docker.sock").exists()
 
 
 def wanted_gpus(env: Mapping[str, str]) -> int:
@@ -67,22 +78,50 @@ def run_doctor(stage: str, *, check_engine: bool | None = None, needs_file: str 
     wanted = wanted_gpus(env)
     report = DoctorReport(stage)
 
-    facts = None
-    if check_engine is None:
-        check_engine = engine_expected(env)
-    if check_engine:
-        facts, finding = engine.probe_engine()
-        report.findings.append(finding)
-        if facts is not None:
-            report.findings.append(engine.nvidia_runtime_finding(facts, needs_gpu))
-    else:
-        report.findings.append(Finding("engine", "info", "engine checks skipped (inside a container without DOCKER_HOST, or --no-engine)"))
+    runtime = detect_runtime(env)
+    facts = _engine_findings(report, env, check_engine, needs_gpu, runtime)
+    if runtime == "docker-host" and check_engine is False:
+        runtime = "bare"  # --no-engine on a Docker host: the user runs llava-kit here, not compose
 
     names, source = gpu.gpu_names()
-    report.findings.append(gpu.gpu_count_finding(names, source, wanted, needs_gpu))
-    if needs_gpu:
-        matrix = gpu.p2p_matrix() if len(names) > 1 and wanted > 1 else None
-        report.findings.append(gpu.p2p_finding(names, wanted, matrix, env.get("NCCL_P2P_DISABLE") == "1"))
+    report.findings.append(gpu.gpu_count_finding(names, source, wanted, needs_gpu, runtime))
+    if needs_gpu and wanted > 1 and len(names) > 1:  # peer-to-peer only matters between two GPUs or more
+        report.findings.append(gpu.p2p_finding(names, wanted, gpu.p2p_matrix(),
+                                               env.get("NCCL_P2P_DISABLE") == "1", runtime))
     report.findings.append(host.shm_finding(float(need.get("shm_gib", 0)), multi_gpu=needs_gpu and wanted > 1))
     report.findings.extend(host.disk_findings(volume_layout(env, facts), need.get("disk_gib", {})))
+    report.runtime = runtime
     return report
+
+
+def _engine_findings(report: DoctorReport, env: Mapping[str, str], check_engine: bool | None, needs_gpu: bool,
+                     runtime: Runtime) -> engine.EngineFacts | None:
+    """Engine and NVIDIA-runtime findings; `--engine` without the docker SDK is a usage error."""
+    explicit = check_engine is True
+    if check_engine is None:
+        check_engine = engine_expected(env)
+    if not check_engine:
+        report.findings.append(Finding("engine", "info", _no_engine_reason(runtime)))
+        return None
+    if not engine.sdk_available():
+        if explicit:
+            raise KitError("doctor --engine: the Python docker SDK is not installed, so the engine cannot be asked; "
+                           f"{engine.SDK_FIX}, or run `doctor --no-engine`")
+        where = env.get("DOCKER_HOST") or "/var/run/docker.sock"
+        report.findings.append(Finding("engine", "warn", f"an engine is configured here ({where}) but the Python "
+                                       "docker SDK is not installed: engine not checked", engine.SDK_FIX))
+        return None
+    facts, finding = engine.probe_engine()
+    report.findings.append(finding)
+    if facts is not None:
+        report.findings.append(engine.nvidia_runtime_finding(facts, needs_gpu))
+    return facts
+
+
+def _no_engine_reason(runtime: Runtime) -> str:
+    if runtime == "container":
+        return "inside a container without DOCKER_HOST: engine checks skipped (`--engine` to check one anyway)"
+    if runtime == "bare":
+        return ("no Docker engine on this host (no DOCKER_HOST, no /var/run/docker.sock): checked for running "
+                "`llava-kit` directly here; `--engine` checks an engine anyway")
+    return "engine checks skipped (--no-engine)"

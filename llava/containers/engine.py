@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from dataclasses import dataclass
@@ -22,6 +23,14 @@ class EngineFacts:
 def _first_line(err: BaseException, limit: int = 240) -> str:
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return text[:limit]
+
+
+SDK_FIX = "pip install 'llava-kit[containers]' (the docker SDK, docker==7.2.0)"
+
+
+def sdk_available() -> bool:
+    """doctor talks to the engine through the docker SDK, an optional extra (`[containers]`)."""
+    return importlib.util.find_spec("docker") is not None
 
 
 def probe_engine() -> tuple[EngineFacts | None, Finding]:

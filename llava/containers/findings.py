@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 Status = Literal["ok", "info", "warn", "block"]
+# where doctor runs, which decides how a fix is worded (compose services or llava-kit itself)
+Runtime = Literal["docker-host", "container", "bare"]
 
 # how each status reads in the terminal
 _MARKS = {"ok": "[green]ok[/]", "info": "[cyan]info[/]", "warn": "[yellow]warn[/]", "block": "[red]BLOCK[/]"}
@@ -30,13 +32,14 @@ class Finding:
 class DoctorReport:
     stage: str
     findings: list[Finding] = field(default_factory=list)
+    runtime: Runtime = "bare"
 
     @property
     def blocking(self) -> bool:
         return any(f.blocking for f in self.findings)
 
     def to_json(self) -> str:
-        payload = {"stage": self.stage, "blocking": self.blocking,
+        payload = {"stage": self.stage, "runtime": self.runtime, "blocking": self.blocking,
                    "findings": [asdict(f) for f in self.findings]}
         return json.dumps(payload, indent=2)
 
@@ -45,7 +48,7 @@ class DoctorReport:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"llava-kit doctor: {self.stage}", show_lines=True)
+        table = Table(title=f"llava-kit doctor: {self.stage} ({self.runtime})", show_lines=True)
         for column in ("check", "status", "finding", "fix"):
             table.add_column(column, overflow="fold")
         for f in self.findings:

@@ -68,27 +68,38 @@ def p2p_matrix() -> dict[tuple[int, int], str] | None:
     return parse_p2p_matrix(out) if out else None
 
 
-def gpu_count_finding(names: list[str], source: str, wanted: int, needs_gpu: bool) -> Finding:
+def _cpu_route(runtime: str) -> str:
+    if runtime == "docker-host":
+        return "or use the `smoke` service (`docker compose run --rm smoke`) for a CPU-only run"
+    return "or run `llava-kit smoke` (the whole pipeline on the tiny model, on CPU; `doctor --stage smoke` checks it)"
+
+
+def _launch_with(runtime: str, found: int) -> str:
+    if runtime == "docker-host":
+        return f"set NUM_GPUS={found} (compose passes it to `llava-kit train`)"
+    return f"set NUM_GPUS={found} or pass `llava-kit train --nproc {found}`"
+
+
+def gpu_count_finding(names: list[str], source: str, wanted: int, needs_gpu: bool,
+                      runtime: str = "docker-host") -> Finding:
     """Compare the GPUs this box shows with NUM_GPUS (what `llava-kit train` launches)."""
     found = len(names)
     seen = f"{found} GPU(s) ({source})" + (f": {', '.join(names)}" if names else "")
     if not needs_gpu:
         return Finding("gpus", "info", f"{seen}; this step runs on CPU")
     if found == 0:
-        return Finding("gpus", "block", f"no CUDA GPU visible ({source})",
-                       "run on a box with NVIDIA GPUs and drivers (nvidia-smi must work), or use the "
-                       "`smoke` service for a CPU-only run")
+        return Finding("gpus", "block", f"no CUDA GPU visible ({source}): this step trains the real model on NVIDIA GPUs",
+                       "run on a box with NVIDIA GPUs and drivers (nvidia-smi must work), " + _cpu_route(runtime))
     if found < wanted:
-        return Finding("gpus", "block", f"NUM_GPUS={wanted} but only {seen}",
-                       f"set NUM_GPUS={found} (compose passes it to `llava-kit train`)")
+        return Finding("gpus", "block", f"NUM_GPUS={wanted} but only {seen}", _launch_with(runtime, found))
     if found > wanted:
         return Finding("gpus", "info", f"{seen}; NUM_GPUS={wanted} uses {wanted} of them",
-                       f"set NUM_GPUS={found} to train on all of them")
+                       _launch_with(runtime, found) + " to train on all of them")
     return Finding("gpus", "ok", seen)
 
 
 def p2p_finding(names: list[str], wanted: int, matrix: dict[tuple[int, int], str] | None,
-                p2p_disabled: bool) -> Finding:
+                p2p_disabled: bool, runtime: str = "docker-host") -> Finding:
     """Multi-GPU runs on cards with broken P2P need NCCL_P2P_DISABLE=1, else NCCL hangs."""
     if wanted < 2 or len(names) < 2:
         return Finding("p2p", "info", "single GPU: peer-to-peer not used")
@@ -96,8 +107,9 @@ def p2p_finding(names: list[str], wanted: int, matrix: dict[tuple[int, int], str
         return Finding("p2p", "ok", "NCCL_P2P_DISABLE=1: NCCL copies through host memory")
     broken = sorted({n for n in names if any(model in n for model in P2P_BROKEN_MODELS)})
     if broken:
+        before = "`docker compose run` (compose passes it on)" if runtime == "docker-host" else "`llava-kit train`"
         return Finding("p2p", "block", f"{', '.join(broken)}: NCCL peer-to-peer hangs on these cards",
-                       "export NCCL_P2P_DISABLE=1 before `docker compose run` (compose passes it on)")
+                       f"export NCCL_P2P_DISABLE=1 before {before}")
     if matrix is None:
         return Finding("p2p", "info", "could not read `nvidia-smi topo -p2p r`; P2P support unknown")
     used = range(wanted)

@@ -11,27 +11,20 @@ from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from llava.containers.findings import Finding
 from llava.errors import KitError
 from llava.paths import VolumeLayout
+from llava.typed_config import read_document
 
 GIB = 1024**3
 
 
 def load_needs(path: str | os.PathLike | None = None) -> dict[str, dict]:
     """The per-step needs table: the packaged needs.yaml, or a user's file of the same shape."""
-    if path is None:
-        text = resources.files("llava").joinpath("resources/containers/needs.yaml").read_text()
-        origin = "llava/resources/containers/needs.yaml"
-    else:
-        origin = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as err:
-            raise KitError(f"cannot read needs file {origin}: {err.strerror}") from err
-    table = yaml.safe_load(text) or {}
+    origin = str(path or resources.files("llava").joinpath("resources/containers/needs.yaml"))
+    table = read_document(origin, f"cannot read needs file {origin}: it does not exist") or {}
+    if not isinstance(table, dict) or not all(isinstance(need or {}, dict) for need in table.values()):
+        raise KitError(f"{origin}: the needs table maps each step to its needs (gpu, shm_gib, disk_gib)")
     volumes = {f.name for f in fields(VolumeLayout)}
     for step, need in table.items():
         unknown = set((need or {}).get("disk_gib", {})) - volumes

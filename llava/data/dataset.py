@@ -7,7 +7,6 @@ records it. Nothing is silently replaced by another sample, unlike the original.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from llava.data.images import ProcessedImage, process_sample_images
 from llava.data.record_checks import conversation_fault, image_paths
 from llava.data.templates import IMAGE_TAG, TemplateError, expand_image_tokens, render_conversation
 from llava.errors import KitError
+from llava.typed_config import read_document
 
 
 @dataclass
@@ -29,13 +29,7 @@ class SkippedSample:
 
 def load_records(path: str | Path) -> list[dict]:
     """Read a LLaVA JSON list; errors name the file and the offending entry."""
-    path = Path(path)
-    if not path.is_file():
-        raise KitError(f"data file {path} does not exist")
-    try:
-        records = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise KitError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from err
+    records = read_document(path, f"data file {path} does not exist", as_json=True)
     if not isinstance(records, list):
         raise KitError(f"{path}: expected a JSON list of samples, got {type(records).__name__}")
     for i, record in enumerate(records):

@@ -1,9 +1,21 @@
 """The image+text processor that training and inference share, saved so `AutoProcessor` loads it.
 
+This module owns the processor: building it for a recipe or a model config, saving it with a
+checkpoint, loading it back (llava/model uses these; nothing here imports llava/model).
+
 transformers' `LlavaOnevisionProcessor` insists on a video processor, which needs torchvision; the CPU
 stack has none. `ImageOnlyOnevisionProcessor` is the same processor minus the video slot (token
 counting and prompt expansion are inherited unchanged), and `save_processor` writes files that name
 `LlavaOnevisionProcessor`, so machines with torchvision (VLMEvalKit's HF path) load the standard class.
+
+Pixels: training uses the PIL image processor (bit-exact with LLaVA-NeXT's own preprocessing). The saved
+`image_processor_type` names that class, and on a machine without torchvision `AutoImageProcessor`
+builds it. With torchvision installed, transformers 5.x picks its torchvision backend whatever the
+files say (`_resolve_backend` reads the backend from the call's arguments only; `backend="pil"` fails
+on the video slot), and that backend resizes differently (up to 10 grey levels on noisy images).
+`use_training_image_processor()` registers the PIL class for LlavaOnevision configs through
+transformers' public `AutoImageProcessor.register`, so `AutoProcessor.from_pretrained(ckpt)` in that
+process builds exactly the training processor; the VLMEvalKit launcher calls it before run.py starts.
 """
 
 from __future__ import annotations
@@ -11,11 +23,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from transformers import AutoTokenizer, LlavaOnevisionProcessor
+from transformers import (AutoConfig, AutoImageProcessor, AutoTokenizer, LlavaOnevisionConfig,
+                          LlavaOnevisionProcessor, SiglipVisionConfig)
 from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
     LlavaOnevisionImageProcessorPil,
 )
 from transformers.processing_utils import ProcessorMixin
+
+from llava.errors import KitError
 
 # Renders the seed's qwen_1_5 conversation: a default system turn, then ChatML turns. Images become
 # "<image>\n" before the text, as LLaVA-NeXT's relocation rule leaves them.
@@ -37,6 +52,9 @@ QWEN_1_5_CHAT_TEMPLATE = (
 
 IMAGE_MEAN = [0.5, 0.5, 0.5]  # SigLIP's; the class defaults are OpenAI-CLIP's and would be wrong
 IMAGE_STD = [0.5, 0.5, 0.5]
+MEDIA_TOKENS = ("<image>", "<video>")
+# What the saved preprocessor_config.json names: the class training uses (see module docstring).
+SAVED_IMAGE_PROCESSOR_TYPE = LlavaOnevisionImageProcessorPil.__name__
 
 
 class ImageOnlyOnevisionProcessor(LlavaOnevisionProcessor):
@@ -85,6 +103,7 @@ def build_image_processor(tile: int, hf_pinpoints: list[list[int]]) -> LlavaOnev
 def build_processor(tokenizer, tile: int, hf_pinpoints: list[list[int]], num_image_tokens: int,
                     vision_aspect_ratio: str = "anyres_max_9",
                     select_strategy: str = "full") -> ImageOnlyOnevisionProcessor:
+    """The processor from its settings; `processor_for`/`recipe_processor` derive them from a model."""
     return ImageOnlyOnevisionProcessor(
         image_processor=build_image_processor(tile, hf_pinpoints),
         tokenizer=tokenizer,
@@ -100,7 +119,7 @@ def save_processor(processor: ImageOnlyOnevisionProcessor, out_dir: str | Path) 
     out = Path(out_dir)
     processor.save_pretrained(out)
     image_cfg = processor.image_processor.to_dict()
-    image_cfg["image_processor_type"] = "LlavaOnevisionImageProcessor"
+    image_cfg["image_processor_type"] = SAVED_IMAGE_PROCESSOR_TYPE
     image_cfg["processor_class"] = "LlavaOnevisionProcessor"
     (out / "preprocessor_config.json").write_text(json.dumps(image_cfg, indent=2, sort_keys=True))
     proc_path = out / "processor_config.json"
@@ -146,3 +165,63 @@ def load_processor(folder: str | Path) -> ImageOnlyOnevisionProcessor:
         video_token=cfg.get("video_token", "<video>"),
         vision_aspect_ratio=cfg.get("vision_aspect_ratio", "anyres_max_9"),
     )
+
+
+def use_training_image_processor() -> None:
+    """Make AutoImageProcessor/AutoProcessor build the PIL class for LlavaOnevision in this process.
+
+    Needed only where torchvision is installed (see module docstring); harmless elsewhere.
+    """
+    classes = {"torchvision": LlavaOnevisionImageProcessorPil, "pil": LlavaOnevisionImageProcessorPil}
+    AutoImageProcessor.register(LlavaOnevisionConfig, image_processor_classes=classes, exist_ok=True)
+
+
+def add_media_tokens(tokenizer) -> None:
+    """<image> and <video> as special tokens (the Qwen tokenizer has neither)."""
+    missing = [t for t in MEDIA_TOKENS if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+
+
+def vision_tower_config(folder: Path, keep_layers: int) -> SiglipVisionConfig:
+    """The SigLIP config cut to the recipe's layers, without the pooling head LLaVA never uses."""
+    config = SiglipVisionConfig.from_pretrained(folder)
+    if keep_layers > config.num_hidden_layers:
+        raise KitError(f"recipe keeps {keep_layers} vision layers but {folder} has {config.num_hidden_layers}")
+    config.num_hidden_layers = keep_layers
+    config.vision_use_head = False
+    return config
+
+
+def _from_vision(tokenizer, vision, pinpoints, aspect_ratio: str, strategy: str) -> ImageOnlyOnevisionProcessor:
+    per_side = vision.image_size // vision.patch_size
+    return build_processor(tokenizer, vision.image_size, pinpoints or [[vision.image_size] * 2],
+                           per_side * per_side, aspect_ratio, strategy)
+
+
+def processor_for(config, tokenizer) -> ImageOnlyOnevisionProcessor:
+    """The processor that matches a LlavaOnevision config."""
+    return _from_vision(tokenizer, config.vision_config, config.image_grid_pinpoints,
+                        config.vision_aspect_ratio, config.vision_feature_select_strategy)
+
+
+def require_dir(path: Path, what: str) -> Path:
+    """`path` if it is a folder, else the error that says which input of the recipe is missing."""
+    if not path.is_dir():
+        raise KitError(f"{what} folder {path} does not exist (run `llava-kit prepare` or fix the recipe's init)")
+    return path
+
+
+def recipe_processor(recipe, layout, tokenizer_dir: Path | None = None) -> ImageOnlyOnevisionProcessor:
+    """Tokenizer + image processor for a recipe, reading configs only (no weights)."""
+    if recipe.init.from_checkpoint:
+        source = require_dir(layout.resolve(recipe.init.from_checkpoint), "previous-stage checkpoint")
+        vision = AutoConfig.from_pretrained(source).vision_config
+    else:
+        source = require_dir(layout.resolve(recipe.init.llm), "LLM")
+        vision = vision_tower_config(require_dir(layout.resolve(recipe.init.vision_tower), "vision tower"),
+                                     recipe.model.vision_layers)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or source)
+    add_media_tokens(tokenizer)
+    return _from_vision(tokenizer, vision, recipe.hf_grid_pinpoints, recipe.model.vision_aspect_ratio,
+                        recipe.model.vision_feature_select_strategy)

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from llava.evaluate.atomic import write_bytes_atomic
+from llava.durable import write_bytes
 
 SERIES = (  # key in a results row, legend label prefix, colour
     ("value", "this run", "#1f77b4"),
@@ -55,7 +55,7 @@ def write_chart(results: dict[str, Any], path: Path, *, n_abilities: int,
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
-    return write_bytes_atomic(path, buffer.getvalue())
+    return write_bytes(path, buffer.getvalue())
 
 
 
@@ -91,4 +91,4 @@ def write_loss_chart(stages: list[dict[str, Any]], path: Path, title: str) -> Pa
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)
-    return write_bytes_atomic(path, buffer.getvalue())
+    return write_bytes(path, buffer.getvalue())

@@ -20,8 +20,10 @@ chart.png, predictions.jsonl and questions.csv to --out (default runs/<checkpoin
 
   --backend builtin     answers with the checkpoint here (CPU or GPU) using VLMEvalKit's prompt,
                         scores with VLMEvalKit's exact-matching circular rules; resumable.
-  --backend vlmevalkit  runs VLMEvalKit's run.py (checkout in $VLMEVALKIT_DIR, default
-                        /opt/VLMEvalKit) on the checkpoint through LLaVA_OneVision_HF.
+  --backend vlmevalkit  runs VLMEvalKit's run.py (the pinned ms-vlmeval artifact, installed for
+                        $VLMEVALKIT_PYTHON, default this python: the eval image) on the checkpoint
+                        through LLaVA_OneVision_HF. Needs a CUDA device (VLMEvalKit's class moves
+                        the model there in float16); on CPU it refuses: use builtin.
 
 `eval score` scores an existing predictions file (predictions.jsonl or VLMEvalKit's .xlsx) against
 a TSV and writes the same report files.

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from llava.durable import write_text
 from llava.errors import KitError
 from llava.manifest import file_digest
-from llava.evaluate.atomic import write_text_atomic
 
 PASS_OFFSET = 1_000_000
 LETTERS = "ABCD"
@@ -174,7 +174,7 @@ def write_mmbench_tsv(questions: Iterable[dict[str, Any]], path: str | os.PathLi
     writer = csv.DictWriter(buffer, fieldnames=TSV_COLUMNS, delimiter="\t", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    return write_text_atomic(Path(path), buffer.getvalue())
+    return write_text(Path(path), buffer.getvalue())
 
 
 # ---------------------------------------------------------------- reading

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from llava.durable import write_text
 from llava.errors import KitError
-from llava.evaluate.atomic import write_text_atomic
 
 PREDICTIONS_NAME = "predictions.jsonl"
 META_NAME = "predictions.meta.json"
@@ -44,7 +44,7 @@ class PredictionLog:
         elif self.path.exists() and self.path.stat().st_size:
             raise KitError(f"{self.path} exists without {self.meta_path.name}; delete it or pass another --out")
         else:
-            write_text_atomic(self.meta_path, json.dumps(self.meta, indent=2, sort_keys=True))
+            write_text(self.meta_path, json.dumps(self.meta, indent=2, sort_keys=True))
 
     def _load(self) -> None:
         data = self.path.read_bytes()

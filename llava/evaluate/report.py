@@ -14,10 +14,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from llava.evaluate.atomic import write_text_atomic
+from llava.durable import write_text
 from llava.evaluate.circular import QuestionResult
 from llava.evaluate.suite import Suite
 from llava.evaluate.table import SplitRow
+from llava.markdown import markdown_table
 
 
 def _delta(value: float, reference: float | None) -> float | None:
@@ -73,6 +74,13 @@ def _points(value: float | None) -> str:
     return "" if value is None else f"{100 * value:+.2f}"
 
 
+def _cells(row: dict, references: list) -> list[str]:
+    cells = [row["name"], _pct(row["value"])]
+    for key, _ in references:
+        cells += [_pct(row[key]), _points(row[f"delta_{key}"])]
+    return cells
+
+
 def table_markdown(results: dict[str, Any], suite: Suite) -> str:
     """A readable table: accuracy in %, deltas in percentage points."""
     sha = (results["weights_sha256"] or "unknown")[:12]
@@ -89,12 +97,7 @@ def table_markdown(results: dict[str, Any], suite: Suite) -> str:
     header = ["row", "this run"]
     for key, _ in references:
         header += [key, f"Δ {key}"]
-    lines += ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
-    for row in results["rows"]:
-        cells = [row["name"], _pct(row["value"])]
-        for key, _ in references:
-            cells += [_pct(row[key]), _points(row[f"delta_{key}"])]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += markdown_table(header, [_cells(row, references) for row in results["rows"]], "l" + "r" * (len(header) - 1))
     lines += ["", "Accuracy in %" + (", Δ in percentage points (this run minus reference)." if references else ".")]
     for key, ref in references:
         lines.append(f"- {key}: {ref.label}; {ref.source}")
@@ -111,7 +114,7 @@ def questions_csv_text(results: list[QuestionResult]) -> str:
 
 
 def write_results_json(path: Path, results: dict[str, Any]) -> Path:
-    return write_text_atomic(path, json.dumps(results, indent=2) + "\n")
+    return write_text(path, json.dumps(results, indent=2) + "\n")
 
 
 def artifacts_markdown(out_dir: Path, results: dict[str, Any], *, loss_chart: Path | None) -> str:

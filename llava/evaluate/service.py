@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llava.durable import write_text
 from llava.errors import KitError
-from llava.evaluate.atomic import write_text_atomic
 from llava.evaluate.chart import write_chart
 from llava.evaluate.circular import QuestionResult, chance_level, score_questions
 from llava.evaluate.loss_curves import write_lineage_chart
@@ -103,13 +103,13 @@ def write_outputs(out_dir: Path, *, suite: Suite, backend: str, outcome: Outcome
     results["chance"] = outcome.chance
     write_results_json(out_dir / "results.json", results)
     if questions:
-        write_text_atomic(out_dir / "questions.csv", questions_csv_text(questions))
+        write_text(out_dir / "questions.csv", questions_csv_text(questions))
     labels = {k: suite.references[k].label for k in suite.references}
     write_chart(results, out_dir / "chart.png", n_abilities=_count_abilities(results, questions), labels=labels)
     (out_dir / "loss.png").unlink(missing_ok=True)
     loss = write_lineage_chart(Path(checkpoint), out_dir / "loss.png", f"training loss of {checkpoint}") \
         if checkpoint and Path(checkpoint).is_dir() else None
-    write_text_atomic(out_dir / "table.md", table_markdown(results, suite)
+    write_text(out_dir / "table.md", table_markdown(results, suite)
                       + artifacts_markdown(out_dir, results, loss_chart=loss))
     return results
 
@@ -163,7 +163,7 @@ def _run_vlmevalkit(suite: Suite, checkpoint: Path, tsv: Path, out_dir: Path) ->
     if sheet is None:
         return outcome
     predictions = read_predictions(sheet)
-    write_text_atomic(out_dir / PREDICTIONS_NAME, _predictions_jsonl(predictions))
+    write_text(out_dir / PREDICTIONS_NAME, _predictions_jsonl(predictions))
     outcome.questions = score_questions(data.rows, predictions, circular=suite.circular, source=str(sheet))
     outcome.n_questions = len(outcome.questions)
     ours = accuracy_table(outcome.questions)[0].values["Overall"]
@@ -229,7 +229,7 @@ def score_predictions(tsv: Path, predictions_path: Path, out_dir: Path, *, suite
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if Path(predictions_path).resolve() != (out_dir / PREDICTIONS_NAME).resolve():
-        write_text_atomic(out_dir / PREDICTIONS_NAME, _predictions_jsonl(predictions))
+        write_text(out_dir / PREDICTIONS_NAME, _predictions_jsonl(predictions))
     weights = weights_sha256(checkpoint) if checkpoint is not None else None
     outcome = Outcome(accuracy_table(questions), questions, len(questions), {},
                       chance=chance_level(data.rows, circular=suite.circular))

@@ -10,11 +10,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from llava.errors import KitError
+from llava.packaged import packaged_path
 from llava.paths import VolumeLayout
+from llava.typed_config import load_config
 
 # VLMEvalKit scores a dataset circularly iff its name contains one of these (image_mcq.py:269-274).
 CIRCULAR_NAME_MARKERS = ("mmbench", "ccbench", "circular", "mmcr")
@@ -40,7 +40,9 @@ class PromptSpec(_Strict):
 
 
 class VlmEvalKitSpec(_Strict):
-    commit: str = Field(pattern=r"^[0-9a-f]{40}$")
+    package: str = Field(pattern=r"^[A-Za-z0-9_.-]+==[A-Za-z0-9_.+-]+$",
+                         description="the PyPI artifact run (docker/vlmevalkit.txt holds its sha256)")
+    commit: str = Field(pattern=r"^[0-9a-f]{40}$", description="the VLMEvalKit commit that artifact packages")
     model_class: str = "LLaVA_OneVision_HF"
     data_class: str = "ImageMCQDataset"
     model_key: str = Field("llava_kit", pattern=r"^[A-Za-z0-9_.-]+$")
@@ -96,27 +98,8 @@ def adhoc_suite(tsv: Path, *, circular: bool) -> Suite:
                                  references={})
 
 
-def _describe(err: dict, path: Path) -> str:
-    key = ".".join(str(part) for part in err["loc"]) or "<top level>"
-    if err["type"] == "extra_forbidden":
-        return f"{path}: unknown key '{key}' (remove it or fix its spelling)"
-    if err["type"] == "missing":
-        return f"{path}: missing key '{key}'"
-    return f"{path}: key '{key}': {err['msg']}"
-
-
 def load_suite(path: str | os.PathLike) -> Suite:
-    """Read and validate a suite YAML; every problem is reported with the file and key."""
-    path = Path(path)
-    if not path.is_file():
-        raise KitError(f"suite file {path} does not exist (suites live in eval/, e.g. eval/mmbench_dev_en.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise KitError(f"{path} is not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise KitError(f"{path}: a suite must be a mapping of keys, got {type(raw).__name__}")
-    try:
-        return Suite.model_validate(raw)
-    except ValidationError as err:
-        raise KitError("; ".join(_describe(e, path) for e in err.errors())) from None
+    """Read and validate a suite YAML (eval/NAME.yaml is the packaged one if no such file is here)."""
+    path = packaged_path(path)
+    return load_config(Suite, path, "suite",
+                       f"suite file {path} does not exist (suites live in eval/, e.g. eval/mmbench_dev_en.yaml)")

@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from llava.durable import write_text
 from llava.errors import KitError
-from llava.evaluate.atomic import write_text_atomic
 from llava.evaluate.circular import QuestionResult
 
 L2_ABBREVIATIONS = {
@@ -62,7 +62,7 @@ def acc_csv_text(table: list[SplitRow]) -> str:
 
 
 def write_acc_csv(table: list[SplitRow], path: Path) -> Path:
-    return write_text_atomic(path, acc_csv_text(table))
+    return write_text(path, acc_csv_text(table))
 
 
 def read_acc_csv(path: str | os.PathLike) -> list[SplitRow]:

@@ -13,16 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlavaOnevisionConfig,
-                          LlavaOnevisionForConditionalGeneration, SiglipVisionConfig, SiglipVisionModel)
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LlavaOnevisionConfig,
+                          LlavaOnevisionForConditionalGeneration, SiglipVisionModel)
 
-from llava.data.processor import ImageOnlyOnevisionProcessor, build_processor, load_processor
+from llava.data.processor import (ImageOnlyOnevisionProcessor, add_media_tokens, load_processor, processor_for,
+                                  require_dir, vision_tower_config)
 from llava.errors import KitError
 from llava.model import varlen_attention
 from llava.recipe import Recipe
 
 log = logging.getLogger(__name__)
-MEDIA_TOKENS = ("<image>", "<video>")
 
 
 @dataclass
@@ -30,12 +30,6 @@ class BuiltModel:
     model: LlavaOnevisionForConditionalGeneration
     tokenizer: object
     processor: ImageOnlyOnevisionProcessor
-
-
-def _require_dir(path: Path, what: str) -> Path:
-    if not path.is_dir():
-        raise KitError(f"{what} folder {path} does not exist (run `llava-kit prepare` or fix the recipe's init)")
-    return path
 
 
 def attn_implementation(requested: str) -> str:
@@ -59,27 +53,12 @@ def attn_implementation(requested: str) -> str:
     return "sdpa"
 
 
-def add_media_tokens(tokenizer) -> None:
-    missing = [t for t in MEDIA_TOKENS if t not in tokenizer.get_vocab()]
-    if missing:
-        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
-
-
-def _vision_config(folder: Path, keep_layers: int) -> SiglipVisionConfig:
-    config = SiglipVisionConfig.from_pretrained(folder)
-    if keep_layers > config.num_hidden_layers:
-        raise KitError(f"recipe keeps {keep_layers} vision layers but {folder} has {config.num_hidden_layers}")
-    config.num_hidden_layers = keep_layers
-    config.vision_use_head = False
-    return config
-
-
 def assemble_from_parts(recipe: Recipe, llm_dir: Path, vision_dir: Path) -> BuiltModel:
     torch.manual_seed(recipe.training.seed)  # every fresh tensor below (resized rows, newline) is seeded
-    tokenizer = AutoTokenizer.from_pretrained(_require_dir(llm_dir, "LLM"))
+    tokenizer = AutoTokenizer.from_pretrained(require_dir(llm_dir, "LLM"))
     add_media_tokens(tokenizer)
     llm = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32)
-    vision_config = _vision_config(_require_dir(vision_dir, "vision tower"), recipe.model.vision_layers)
+    vision_config = vision_tower_config(require_dir(vision_dir, "vision tower"), recipe.model.vision_layers)
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     expected = recipe.model.image_token_index
     if expected is not None and expected != image_id:
@@ -110,36 +89,9 @@ def assemble_from_parts(recipe: Recipe, llm_dir: Path, vision_dir: Path) -> Buil
     return BuiltModel(model, tokenizer, processor_for(model.config, tokenizer))
 
 
-def _processor(tokenizer, vision, pinpoints, aspect_ratio: str, strategy: str) -> ImageOnlyOnevisionProcessor:
-    per_side = vision.image_size // vision.patch_size
-    return build_processor(tokenizer, vision.image_size, pinpoints or [[vision.image_size] * 2],
-                           per_side * per_side, aspect_ratio, strategy)
-
-
-def processor_for(config, tokenizer) -> ImageOnlyOnevisionProcessor:
-    """The processor that matches a LlavaOnevision config."""
-    return _processor(tokenizer, config.vision_config, config.image_grid_pinpoints,
-                      config.vision_aspect_ratio, config.vision_feature_select_strategy)
-
-
-def recipe_processor(recipe: Recipe, layout, tokenizer_dir: Path | None = None) -> ImageOnlyOnevisionProcessor:
-    """Tokenizer + image processor for a recipe, reading configs only (no weights)."""
-    if recipe.init.from_checkpoint:
-        source = _require_dir(layout.resolve(recipe.init.from_checkpoint), "previous-stage checkpoint")
-        vision = AutoConfig.from_pretrained(source).vision_config
-    else:
-        source = _require_dir(layout.resolve(recipe.init.llm), "LLM")
-        vision = _vision_config(_require_dir(layout.resolve(recipe.init.vision_tower), "vision tower"),
-                                recipe.model.vision_layers)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or source)
-    add_media_tokens(tokenizer)
-    return _processor(tokenizer, vision, recipe.hf_grid_pinpoints, recipe.model.vision_aspect_ratio,
-                      recipe.model.vision_feature_select_strategy)
-
-
 def continue_from_checkpoint(recipe: Recipe, folder: Path) -> BuiltModel:
     """The previous stage's model; this stage's image settings replace the stored ones."""
-    _require_dir(folder, "previous-stage checkpoint")
+    require_dir(folder, "previous-stage checkpoint")
     model = LlavaOnevisionForConditionalGeneration.from_pretrained(
         folder, dtype=torch.float32, attn_implementation=attn_implementation(recipe.model.attn_implementation))
     tokenizer = load_processor(folder).tokenizer

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -11,6 +10,7 @@ import torch
 from transformers import GenerationConfig, LlavaOnevisionForConditionalGeneration
 
 from llava.data.processor import QWEN_1_5_CHAT_TEMPLATE, load_processor, save_processor
+from llava.durable import recover_folder, replace_folder
 from llava.errors import KitError
 
 
@@ -24,33 +24,12 @@ def greedy_generation_config(tokenizer, repetition_penalty: float = 1.0) -> Gene
     )
 
 
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-
-
 def write_support_files(folder: Path, built, repetition_penalty: float = 1.0) -> None:
     """Everything but the weights: config, tokenizer + chat template, processor, generation config."""
     built.tokenizer.chat_template = QWEN_1_5_CHAT_TEMPLATE
     built.model.config.save_pretrained(folder)
     save_processor(built.processor, folder)
     greedy_generation_config(built.tokenizer, repetition_penalty).save_pretrained(folder)
-
-
-def publish_atomically(tmp: Path, final: Path) -> None:
-    """fsync then rename: a crash or full disk leaves either the old folder or the new one, never half."""
-    _fsync_tree(tmp)
-    if final.exists():
-        old = final.with_name(final.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
 
 
 def save_checkpoint(built, out_dir: str | Path, write_weights: Callable[[Path], None] | None = None,
@@ -68,13 +47,13 @@ def save_checkpoint(built, out_dir: str | Path, write_weights: Callable[[Path], 
     (write_weights or (lambda folder: built.model.save_pretrained(folder)))(tmp)
     if is_main:
         write_support_files(tmp, built, repetition_penalty)
-        publish_atomically(tmp, final)
+        replace_folder(tmp, final)
     return final
 
 
 def load_for_inference(path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None):
     """(model, processor) for evaluation and checks; the processor needs no torchvision."""
-    path = Path(path)
+    path = recover_folder(path)
     if not (path / "config.json").is_file():
         raise KitError(f"{path} is not a checkpoint folder (no config.json)")
     model = LlavaOnevisionForConditionalGeneration.from_pretrained(path, dtype=dtype or torch.float32)

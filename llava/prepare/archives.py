@@ -12,6 +12,7 @@ from typing import Iterable
 
 from tqdm import tqdm
 
+from llava.durable import replacing
 from llava.errors import KitError
 from llava.prepare.storage import require_free_space
 
@@ -67,19 +68,14 @@ def extract_zip(
             todo.append((info, target))
         require_free_space(dest, sum(info.file_size for info, _ in todo), f"extracting {archive.name}")
         for info, target in tqdm(todo, desc=f"extract {archive.name}", unit="file", disable=not todo):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.part")
             try:
-                with handle.open(info) as src, open(tmp, "wb") as out:
+                with handle.open(info) as src, replacing(target, fsync=False) as out:
                     shutil.copyfileobj(src, out, 1 << 20)
             except (zipfile.BadZipFile, EOFError, zlib.error) as err:
-                tmp.unlink(missing_ok=True)
                 raise _broken(archive, f"member {info.filename}: {err}") from err
             except OSError as err:
-                tmp.unlink(missing_ok=True)
                 if err.errno == errno.ENOSPC:
                     raise KitError(f"the disk holding {dest} filled up while extracting {archive.name}: "
                                    "free space and run the command again (it resumes)") from err
                 raise
-            os.replace(tmp, target)
     return len(todo)

@@ -119,6 +119,10 @@ def run_verify(args: argparse.Namespace) -> int:
     _print_report(args.dataset_dir, report)
     if args.check_only:
         return 1 if report.faults else 0
+    if report.data_file != "data.json":
+        verified = args.dataset_dir / report.data_file
+        print(f"{args.dataset_dir / 'data.json'} is unchanged; the {report.kept} samples that passed are in {verified}: "
+              f"train on them with --set data.path={verified}")
     _enforce_bad_fraction(args.dataset_dir, report, args.max_bad_fraction)
     return 0
 

@@ -17,9 +17,10 @@ from typing import Any
 from tqdm import tqdm
 
 from llava.data.record_checks import IMAGE_TAG
+from llava.durable import write_bytes
 from llava.errors import KitError
 from llava.prepare.sources import Columns
-from llava.prepare.storage import require_free_space, write_bytes_atomic
+from llava.prepare.storage import require_free_space
 
 _BATCH_ROWS = 256
 _EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp"}
@@ -127,7 +128,7 @@ def write_recap_images(
                 record["image"] = relpath
                 target = images_dir / relpath
                 if data is not None and not target.is_file():
-                    write_bytes_atomic(target, data, fsync=False)
+                    write_bytes(target, data, fsync=False)
                 progress.update(1)
             offset += len(batch)
     progress.close()

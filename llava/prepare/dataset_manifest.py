@@ -15,10 +15,10 @@ from llava.data.record_checks import image_paths
 from llava.manifest import ManifestError, read_manifest, write_manifest
 from llava.prepare.storage import read_jsonl, read_records
 from llava.prepare.subsets import INDEX_NAME
-from llava.prepare.verify import DATA_NAME, QUARANTINE_NAME, STATS_NAME, VerifyReport
+from llava.prepare.verify import DATA_NAME, QUARANTINE_NAME, STATS_NAME, VERIFIED_NAME, VerifyReport
 
 FIXES_NAME = "image_fixes.jsonl"
-HASHED_FILES = (DATA_NAME, INDEX_NAME, QUARANTINE_NAME, STATS_NAME, FIXES_NAME)
+HASHED_FILES = (DATA_NAME, VERIFIED_NAME, INDEX_NAME, QUARANTINE_NAME, STATS_NAME, FIXES_NAME)
 
 
 def _stat_summary(stats: dict[str, Any]) -> dict[str, Any]:
@@ -44,9 +44,9 @@ def previous_extra(folder: str | os.PathLike) -> dict[str, Any]:
 def write_dataset_manifest(
     folder: str | os.PathLike, report: VerifyReport, *, extra: dict[str, Any], started: float | None = None,
 ) -> dict[str, Any]:
-    """Write manifest.json (kind "dataset") for a verified folder."""
+    """Write manifest.json (kind "dataset") for a verified folder; its counts are the verified set's."""
     folder = Path(folder)
-    records = read_records(folder / DATA_NAME)
+    records = read_records(folder / report.data_file)
     with_image = sum(1 for record in records if image_paths(record))
     quarantine = read_jsonl(folder / QUARANTINE_NAME)  # this run's rows and any kept from earlier runs
     metrics = {
@@ -59,6 +59,7 @@ def write_dataset_manifest(
     }
     body = {
         **extra,
+        "verified_file": report.data_file,
         "quarantine_reasons": dict(Counter(row.get("reason") for row in quarantine).most_common()),
         "image_listing_sha256": report.image_listing_sha256,
         "lengths": _stat_summary(report.stats),

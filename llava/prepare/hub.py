@@ -22,9 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava.errors import KitError
-
-DEFAULT_ENDPOINT = "https://huggingface.co"
-
+from llava.hub_endpoint import resolve_endpoint
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -37,15 +35,6 @@ class Snapshot:
     commit: str
     files: tuple[str, ...]
     total_bytes: int
-
-
-def resolve_endpoint(endpoint: str | None = None) -> str:
-    """The Hub (or mirror) to talk to: the argument, else HF_ENDPOINT read now, else huggingface.co.
-
-    Read at call time: huggingface_hub reads HF_ENDPOINT once at import, which misses a later export.
-    """
-    chosen = endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
-    return chosen.rstrip("/")
 
 
 def download_repo(

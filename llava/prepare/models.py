@@ -11,12 +11,11 @@ import os
 from importlib import resources
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from llava.errors import KitError
 from llava.manifest import write_manifest
 from llava.prepare.hub import fetch_repo
+from llava.typed_config import load_config
 
 SOURCES_RESOURCE = "model_sources.yaml"
 # Pickle-based weight formats can run code when loaded; they are never fetched.
@@ -54,21 +53,8 @@ class ModelSources(BaseModel):
 
 def load_sources(path: str | os.PathLike | None = None) -> list[ModelSource]:
     """Read the packaged model_sources.yaml, or a user's revision file with the same layout."""
-    if path is None:
-        text = resources.files("llava.prepare").joinpath(SOURCES_RESOURCE).read_text()
-        origin = f"llava/prepare/{SOURCES_RESOURCE}"
-    else:
-        if not Path(path).is_file():
-            raise KitError(f"revision file {path} does not exist")
-        text, origin = Path(path).read_text(), str(path)
-    try:
-        return ModelSources.model_validate(yaml.safe_load(text)).models
-    except yaml.YAMLError as err:
-        raise KitError(f"{origin} is not valid YAML: {err}") from err
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise KitError(f"{origin}: key '{where}': {first['msg']}") from err
+    path = path or Path(str(resources.files("llava.prepare").joinpath(SOURCES_RESOURCE)))
+    return load_config(ModelSources, path, "revision file", f"revision file {path} does not exist").models
 
 
 def prepare_models(

@@ -57,6 +57,7 @@ class Pool:
     renamed_ids: int
     recap_rows: dict[str, tuple[int, int]] | None = None
     recap_shards: list[Path] | None = None
+    image_archives: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _json_pool(source: StageSource, fetched: FetchedSource, opts: DataOptions) -> Pool:
@@ -116,6 +117,12 @@ def _materialise_images(source: StageSource, fetched: FetchedSource, pool: Pool,
                     strip_prefix=source.archive_strip_prefix)
         return []
     if source.image_sources:
+        from llava.prepare.image_archives import fetch_image_sources
+
+        fetched_roots, archives = fetch_image_sources(chosen, roots, source.image_archives,
+                                                      opts.downloads / "images")
+        roots.update(fetched_roots)
+        pool.image_archives = archives
         return stage_images(chosen, roots, images_dir, link=opts.link)
     return []
 
@@ -153,6 +160,7 @@ def _manifest_extra(
         "subset": subset,
         "image_fixes": len(fixes),
         "image_roots": {name: str(path) for name, path in roots.items()},
+        "image_archives": pool.image_archives,
         "link": opts.link if source.image_sources else None,
         "lengths_counted_with": str(opts.tokenizer) if opts.tokenizer else "words",
     }
@@ -181,7 +189,7 @@ def prepare_data(opts: DataOptions) -> VerifyReport:
     fixes = _materialise_images(source, fetched, pool, chosen, opts, roots, whole_pool=index is None)
     _write_outputs(opts.out, chosen, index, fixes)
     report = verify_dataset(opts.out, expects_image=source.expects_image, recipe_name=source.recipe,
-                            tokenizer=tokenizer, workers=opts.workers, fresh_quarantine=True)
+                            tokenizer=tokenizer, workers=opts.workers, fresh_quarantine=True, in_place=True)
     extra = _manifest_extra(opts, source, fetched, pool, index, fixes, roots)
     write_dataset_manifest(opts.out, report, extra=extra, started=started)
     return report

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llava.errors import KitError
+from llava.typed_config import load_config
 
 DEFAULT_SOURCES = Path(__file__).with_name("dataset_sources.yaml")
 STAGES = ("1", "1.5", "2")
@@ -39,6 +39,20 @@ class Columns(BaseModel):
     conversations: str = "conversations"
 
 
+class ImageArchive(BaseModel):
+    """One published archive of a stage-2 image source; size and checksum are checked when given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    size: int | None = Field(None, gt=0)
+    sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$")
+
+    @property
+    def file_name(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+
 class StageSource(BaseModel):
     """How one stage's dataset is fetched, converted and subset."""
 
@@ -57,6 +71,8 @@ class StageSource(BaseModel):
     archive_strip_prefix: str = ""
     drop_image_containing: list[str] = Field(default_factory=list)
     image_sources: dict[str, str] = Field(default_factory=dict)
+    # source name -> its published archives (members laid out as below that source's root)
+    image_archives: dict[str, list[ImageArchive]] = Field(default_factory=dict)
     # recap_parquet
     parquet_glob: str | None = None
     columns: Columns = Field(default_factory=Columns)
@@ -69,6 +85,9 @@ class StageSource(BaseModel):
             raise ValueError("format llava_json needs json_file")
         if self.format == "recap_parquet" and not (self.parquet_glob and self.prompt is not None):
             raise ValueError("format recap_parquet needs parquet_glob and prompt")
+        unknown = sorted(set(self.image_archives) - set(self.image_sources))
+        if unknown:
+            raise ValueError(f"image_archives names {unknown} that image_sources does not list")
         return self
 
 
@@ -79,25 +98,15 @@ class SourceTable(BaseModel):
 
 
 def load_sources(path: str | os.PathLike | None = None) -> dict[str, StageSource]:
-    """Read and validate the table; a KitError names the file and the bad key."""
-    path = Path(path or DEFAULT_SOURCES)
-    if not path.is_file():
-        raise KitError(f"dataset source table {path} does not exist: fix --sources")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise KitError(f"{path} is not valid YAML: {err}") from err
-    try:
-        table = SourceTable.model_validate(raw)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise KitError(f"{path}: key {where}: {first['msg']}") from err
-    return table.stages
+    """Read and validate the table (the argument, else $LLAVA_KIT_DATASET_SOURCES, else the packaged one);
+    a KitError names the file and the bad key."""
+    path = Path(path or os.environ.get("LLAVA_KIT_DATASET_SOURCES") or DEFAULT_SOURCES)
+    missing = f"dataset source table {path} does not exist: fix --sources"
+    return load_config(SourceTable, path, "dataset source table", missing).stages
 
 
 def stage_source(stage: str, path: str | os.PathLike | None = None) -> StageSource:
     stages = load_sources(path)
     if stage not in stages:
-        raise KitError(f"stage {stage!r} is not in {path or DEFAULT_SOURCES}; known stages: {', '.join(stages)}")
+        raise KitError(f"stage {stage!r} is not in {path or os.environ.get('LLAVA_KIT_DATASET_SOURCES') or DEFAULT_SOURCES}; known stages: {', '.join(stages)}")
     return stages[stage]

@@ -1,4 +1,5 @@
-"""Crash-safe writes and the free-space check that runs before anything large is written."""
+"""Prepared-data files (LLaVA JSON lists, JSONL, stats), written durably, and the free-space check that runs
+before anything large is written."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
+from llava.durable import write_bytes
 from llava.errors import KitError
+from llava.typed_config import read_document
 
 # Head-room kept free on top of what a step expects to write (file-system metadata, logs).
 SPARE_BYTES = 256 << 20
@@ -43,49 +46,25 @@ def require_free_space(folder: str | os.PathLike, need_bytes: int, what: str) ->
         )
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:
-    """Readers see the old file or the new one, never half of one.
-
-    `fsync=False` for bulk image writes: the rename still hides partial files after a process crash,
-    and verification catches what a power loss might leave."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        if fsync:
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
-
-
 def write_json_atomic(path: str | os.PathLike, body: Any) -> Path:
-    return write_bytes_atomic(path, (json.dumps(body, indent=2, ensure_ascii=False) + "\n").encode())
+    return write_bytes(path, (json.dumps(body, indent=2, ensure_ascii=False) + "\n").encode())
 
 
 def write_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> Path:
     """A LLaVA JSON list with one record per line: valid JSON that diffs and greps well."""
     lines = [json.dumps(record, ensure_ascii=False, separators=(",", ":")) for record in records]
     text = "[\n" + ",\n".join(lines) + "\n]\n" if lines else "[]\n"
-    return write_bytes_atomic(path, text.encode())
+    return write_bytes(path, text.encode())
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path:
     text = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
-    return write_bytes_atomic(path, text.encode())
+    return write_bytes(path, text.encode())
 
 
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Load a LLaVA JSON list, with a KitError that names the file on any problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise KitError(f"{path} does not exist: run `llava-kit prepare data` for this stage first")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            body = json.load(handle)
-    except json.JSONDecodeError as err:
-        raise KitError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}): {err.msg}") from err
+    body = read_document(path, f"{path} does not exist: run `llava-kit prepare data` for this stage first", as_json=True)
     if not isinstance(body, list):
         raise KitError(f"{path} must hold a JSON list of records, found a {type(body).__name__}")
     return body

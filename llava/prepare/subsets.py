@@ -18,8 +18,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
+from llava.durable import write_bytes
 from llava.errors import KitError
-from llava.prepare.storage import write_bytes_atomic
 
 METHOD = "sha256-rank-v1"
 INDEX_NAME = "subset_index.json"
@@ -92,7 +92,7 @@ def index_bytes(index: dict[str, Any]) -> bytes:
 
 
 def write_index(path: str | os.PathLike, index: dict[str, Any]) -> Path:
-    return write_bytes_atomic(path, index_bytes(index))
+    return write_bytes(path, index_bytes(index))
 
 
 def read_index(path: str | os.PathLike) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 Every referenced image is fully decoded (in a thread or process pool, with a progress bar); every conversation is
 checked with the same functions the training dataset uses (llava.data.record_checks). Bad samples go to
-`quarantine.jsonl` (id, reason, image, and the record itself so nothing is lost) and out of `data.json`.
+`quarantine.jsonl` (id, reason, image, and the record itself so nothing is lost). A user's `data.json` is
+never rewritten: the samples that passed go to `data.verified.json` beside it (only `prepare data`, which
+wrote data.json itself, filters it in place).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from llava.data.record_checks import ImageInfo, conversation_fault, image_paths,
 from llava.prepare.storage import read_jsonl, read_records, write_json_atomic, write_jsonl, write_records
 
 DATA_NAME = "data.json"
+VERIFIED_NAME = "data.verified.json"
 QUARANTINE_NAME = "quarantine.jsonl"
 STATS_NAME = "stats.json"
 IMAGES_DIR = "images"
@@ -41,6 +44,7 @@ class VerifyReport:
     seconds: float
     image_listing_sha256: str
     stats: dict[str, Any] = field(default_factory=dict)
+    data_file: str = DATA_NAME  # the file in the folder that holds exactly the samples that passed
 
     @property
     def images_per_second(self) -> float:
@@ -131,11 +135,13 @@ def verify_dataset(
     executor: Executor = "thread",
     apply: bool = True,
     fresh_quarantine: bool = False,
+    in_place: bool = False,
 ) -> VerifyReport:
     """Verify `dataset_dir/data.json` against `dataset_dir/images/`.
 
-    With `apply`, bad samples are appended to quarantine.jsonl (replacing it with `fresh_quarantine`),
-    data.json is rewritten without them, and stats.json gets the length histograms.
+    With `apply`, bad samples are added to quarantine.jsonl (replacing it with `fresh_quarantine`), the
+    good ones are written to data.verified.json (or, `in_place`, data.json is rewritten without them:
+    only for a data.json the kit wrote), and stats.json gets the length histograms.
     """
     from llava.prepare.stats import dataset_stats
 
@@ -155,15 +161,23 @@ def verify_dataset(
     )
     report.stats = dataset_stats(clean, sizes, tokenizer=tokenizer, recipe_name=recipe_name)
     if apply:
-        _apply(folder, clean, rows, report, replace=fresh_quarantine)
+        report.data_file = _apply(folder, clean, rows, report, replace=fresh_quarantine, in_place=in_place)
     return report
 
 
 def _apply(folder: Path, clean: list[dict[str, Any]], rows: list[dict[str, Any]], report: VerifyReport,
-           *, replace: bool) -> None:
-    """Quarantine rows out, clean data.json in (only rewritten when something left), stats refreshed."""
-    kept_before = [] if replace else read_jsonl(folder / QUARANTINE_NAME)
+           *, replace: bool, in_place: bool) -> str:
+    """Quarantine rows in, the clean set written, stats refreshed; returns the clean set's file name."""
+    new_ids = {row["id"] for row in rows}
+    kept_before = [] if replace else [row for row in read_jsonl(folder / QUARANTINE_NAME) if row.get("id") not in new_ids]
     write_jsonl(folder / QUARANTINE_NAME, kept_before + rows)
-    if rows:
-        write_records(folder / DATA_NAME, clean)
     write_json_atomic(folder / STATS_NAME, report.stats)
+    if in_place:
+        if rows:
+            write_records(folder / DATA_NAME, clean)
+        return DATA_NAME
+    if not rows:  # data.json itself passed: a verified copy from an earlier run is stale
+        (folder / VERIFIED_NAME).unlink(missing_ok=True)
+        return DATA_NAME
+    write_records(folder / VERIFIED_NAME, clean)
+    return VERIFIED_NAME

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava.errors import KitError
+from llava.hub_endpoint import resolve_endpoint
 from llava.manifest import sha256_file
-from llava.prepare.hub import resolve_endpoint
 from llava.publish.repo_folder import local_files
 
 

@@ -12,19 +12,19 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from llava.errors import KitError
 from llava.manifest import read_manifest
 from llava.paths import VolumeLayout
 from llava.recipe import STAGES_DIR, load_recipe
+from llava.typed_config import read_packaged
 
 FACTS_RESOURCE = "card_facts.yaml"
 SUBSET_INDEX = "subset_index.json"
 
 
 def load_facts() -> dict[str, Any]:
-    return yaml.safe_load(resources.files("llava.publish").joinpath(FACTS_RESOURCE).read_text())
+    return read_packaged(resources.files("llava.publish").joinpath(FACTS_RESOURCE))
 
 
 @dataclass

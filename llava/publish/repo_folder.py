@@ -1,7 +1,7 @@
 """Lay out the Hub repository on disk: checkpoint files, card, chart, eval results, subset lists.
 
-The folder is built under a temporary name and renamed into place when complete, so an interrupted
-dry run never leaves a half folder that looks finished.
+The folder is built under a temporary name and swapped into place when complete (llava.durable), so an
+interrupted dry run never leaves a half folder that looks finished, nor loses the earlier one.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from llava.durable import recover_folder, replace_folder
 from llava.errors import KitError
 
 # What a HF-native LlavaOnevision checkpoint folder needs; anything else in the folder stays behind
@@ -61,6 +62,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 def assemble(checkpoint: Path, out: Path, readme: str, extras: Extras) -> Path:
     """Write the repo folder at `out` (replacing an earlier dry-run folder there) and return it."""
+    recover_folder(out)
     if out.exists() and any(out.iterdir()) and not all((out / marker).exists() for marker in MARKERS):
         raise KitError(f"{out} exists and is not a folder written by `llava-kit publish`: choose an empty or new path")
     partial = out.with_name(out.name + ".partial")
@@ -71,10 +73,7 @@ def assemble(checkpoint: Path, out: Path, readme: str, extras: Extras) -> Path:
     for name, source in extras.files.items():
         _link_or_copy(source, partial / name)
     (partial / "README.md").write_text(readme, encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(partial, out)
-    return out
+    return replace_folder(partial, out)
 
 
 def local_files(folder: Path) -> list[str]:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from llava.errors import KitError
+from llava.typed_config import load_config
 
 RESULTS_NAME = "results.json"
 
@@ -58,17 +58,8 @@ class FoundResults:
 
 
 def read_results(path: str | Path) -> EvalResults:
-    path = Path(path)
-    if not path.is_file():
-        raise KitError(f"eval results {path} do not exist")
-    try:
-        return EvalResults.model_validate(json.loads(path.read_text()))
-    except json.JSONDecodeError as err:
-        raise KitError(f"{path} is not valid JSON (line {err.lineno}): {err.msg}") from err
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(part) for part in first["loc"])
-        raise KitError(f"{path}: key '{key}': {first['msg']} (expected the results.json of `llava-kit eval`)") from err
+    """The results.json of `llava-kit eval`, validated."""
+    return load_config(EvalResults, path, "results.json of `llava-kit eval`", f"eval results {path} do not exist")
 
 
 def candidate_paths(checkpoint: Path, runs_root: Path) -> list[Path]:

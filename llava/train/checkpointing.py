@@ -12,7 +12,6 @@ Hand-written: neither transformers nor accelerate publishes checkpoints atomical
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
@@ -21,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from llava.durable import recover_folders_in, replace_folder, write_text
 from llava.errors import KitError
 from llava.train.events import EventLog
-from llava.train.fault_injection import kill_in_save
+from llava.fault_injection import kill_in_save
+from llava.train.recipe_change import change_report, recipe_changes
 
 MARKER = "COMPLETE.json"
 STAGING = ".staging"
@@ -39,32 +40,6 @@ class Checkpoint:
     @property
     def name(self) -> str:
         return self.path.name
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(folder: Path) -> None:
-    """Flush every file, then every folder bottom-up, so a rename publishes data that is on disk."""
-    for root, _, files in os.walk(folder, topdown=False):
-        for name in files:
-            _fsync(Path(root) / name)
-        _fsync(Path(root))
-
-
-def write_json_durably(path: Path, body: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(body, handle, indent=1, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync(path.parent)
 
 
 def file_sizes(folder: Path) -> dict[str, int]:
@@ -94,6 +69,7 @@ def read_checkpoint(folder: Path) -> Checkpoint | None:
 def complete_checkpoints(trainer_dir: Path) -> list[Checkpoint]:
     if not trainer_dir.is_dir():
         return []
+    recover_folders_in(trainer_dir)
     found = (read_checkpoint(path) for path in trainer_dir.iterdir())
     return sorted((c for c in found if c is not None), key=lambda c: c.step)
 
@@ -128,6 +104,14 @@ def load_model_weights(model, folder: str | Path) -> None:
     model.load_state_dict(loaded.state_dict(), strict=True)
 
 
+def _scheduled_steps(folder: Path) -> int | None:
+    """The total optimizer steps the checkpoint's run was scheduled for (its trainer_state.json)."""
+    try:
+        return int(json.loads((folder / "trainer_state.json").read_text())["max_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def segment_loss_sum(trainer) -> float:
     """Sum of per-step losses in this train() call so far, as transformers adds them up for train_loss."""
     total = float(getattr(trainer, "_total_loss_scalar", 0.0))
@@ -143,8 +127,11 @@ class ResumableCheckpoints:
     """
 
     def __init__(self, trainer_dir: str | Path, keep_last: int, fingerprint: dict, events: EventLog, stop=None,
-                 support_files: Callable[[Path], None] | None = None):
+                 support_files: Callable[[Path], None] | None = None, recipe: dict | None = None,
+                 allow_recipe_change: bool = False):
         self.trainer_dir = Path(trainer_dir)
+        self.recipe = recipe  # the values this run trains with, stored in each marker to diff on resume
+        self.allow_recipe_change = allow_recipe_change
         self.support_files = support_files  # tokenizer, processor, generation config: evaluable as is
         self.staging_root = self.trainer_dir / STAGING
         self.keep_last = keep_last
@@ -184,8 +171,26 @@ class ResumableCheckpoints:
             self.events.emit("warning", f"{found.name} was saved by {ranks} processes, this run has "
                              f"{now['world_size']}: resuming, but the data order is no longer the uninterrupted one")
         if saved.get("recipe_hash") != now["recipe_hash"]:
-            self.events.emit("warning", f"the recipe changed since {found.name} was saved: resuming with the new "
-                             "values")
+            self._check_recipe(found, start_over)
+
+    def _check_recipe(self, found: Checkpoint, start_over: str) -> None:
+        """Name the changed keys and the LR effect; refuse a change to trained values unless allowed."""
+        old = found.marker.get("recipe")
+        if old is None or self.recipe is None:
+            text = f"the recipe changed since {found.name} was saved (its marker does not record the old values)"
+            changes = []
+        else:
+            changes = recipe_changes(old, self.recipe)
+            text = change_report(changes, old, self.recipe, found.step, _scheduled_steps(found.path))
+        if changes and all(c.bookkeeping for c in changes):
+            self.events.emit("warning", f"{text}; only bookkeeping keys changed: resuming", changed=[c.key for c in changes])
+        elif self.allow_recipe_change:
+            self.events.emit("warning", f"{text}; resuming with the new values (--allow-recipe-change)",
+                             changed=[c.key for c in changes])
+        else:
+            raise KitError(f"{found.path}: {text}. Refused: resuming would make a run that neither recipe gives "
+                           "from a fresh start. Run again with --allow-recipe-change to resume with the new values "
+                           f"anyway, put the old values back to resume as saved, or {start_over}")
 
     @contextmanager
     def staging(self, trainer) -> Iterator[Path]:
@@ -219,19 +224,16 @@ class ResumableCheckpoints:
             self.stop.last_checkpoint = str(self.trainer_dir / staged.name)
 
     def _publish(self, staged: Path, step: int, loss_sum: float, seconds: float) -> None:
-        final = self.trainer_dir / staged.name
-        fsync_tree(staged)
-        if final.exists():  # an unmarked leftover of an abandoned run (complete ones are never re-saved)
-            shutil.rmtree(final)
-        os.replace(staged, final)
-        _fsync(self.trainer_dir)
+        # replaces only an unmarked leftover of an abandoned run (complete ones are never re-saved)
+        final = replace_folder(staged, self.trainer_dir / staged.name)
         if not any(self.staging_root.iterdir()):
             self.staging_root.rmdir()
         kill_in_save(step, "unmarked")
-        write_json_durably(final / MARKER, {
+        write_text(final / MARKER, json.dumps({
             "step": step, "reason": self.reason, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "save_seconds": round(seconds, 3), "loss_sum": loss_sum, "fingerprint": self.fingerprint,
-            "files": file_sizes(final)})
+            "recipe": self.recipe,
+            "files": file_sizes(final)}, indent=1, sort_keys=True))
         self._rotate(final)
         self.events.emit("checkpoint", f"saved resumable state {final} ({self.reason}, {seconds:.1f} s)",
                          step=step, reason=self.reason, path=str(final), seconds=round(seconds, 3))

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 
 class EventLog:
     def __init__(self, path: str | Path, enabled: bool = True):
@@ -33,7 +35,7 @@ class EventLog:
                 os.close(fd)
         except OSError:
             pass
-        print(f"[llava-kit] {message}", file=sys.stderr, flush=True)
+        tqdm.write(f"[llava-kit] {message}", file=sys.stderr)  # on its own line, above a running progress bar
 
     def read(self) -> list[dict]:
         if not self.path.is_file():

@@ -8,7 +8,7 @@ from pathlib import Path
 from llava.data.images import image_pipeline
 from llava.errors import KitError
 from llava.manifest import manifest_hash, require_manifest
-from llava.model.build import recipe_processor
+from llava.data.processor import recipe_processor
 from llava.recipe import Recipe
 
 TEXT_MARGIN = 512  # tokens of text a sample must still fit beside its largest image
@@ -46,7 +46,13 @@ def locate_inputs(recipe: Recipe, layout) -> Inputs:
 
 def check_manifests(recipe: Recipe, inputs: Inputs) -> None:
     if recipe.data.require_manifest:
-        require_manifest(inputs.data_file.parent, "dataset")
+        dataset = require_manifest(inputs.data_file.parent, "dataset")
+        verified = dataset.get("extra", {}).get("verified_file", inputs.data_file.name)
+        if verified != inputs.data_file.name:
+            raise KitError(f"{recipe.source}: data.path is {inputs.data_file}, but `prepare verify` quarantined samples "
+                           f"of it ({inputs.data_file.parent / 'quarantine.jsonl'}) and wrote the ones that passed to "
+                           f"{inputs.data_file.parent / verified}: train on that (--set data.path=...), or fix the "
+                           "file and verify again")
     # every listed file is hashed again (seconds for a 0.5B model): a weight file changed or truncated
     # after its manifest was written must stop the stage here, not hours later
     for name, folder in inputs.model_dirs.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import time
@@ -11,10 +10,12 @@ from pathlib import Path
 
 import torch
 from transformers import TrainingArguments
+from transformers.trainer_callback import ProgressCallback
 
 from llava.data.collator import Collator, SkipLedger, placeholder_image_row
 from llava.data.dataset import ConversationDataset, load_records
 from llava.data.images import image_pipeline
+from llava.durable import write_text
 from llava.errors import KitError
 from llava.manifest import sha256_file, write_manifest
 from llava.model.build import BuiltModel, build_model
@@ -23,8 +24,10 @@ from llava.model.tunable import TunableParts
 from llava.paths import VolumeLayout
 from llava.recipe import Recipe
 from llava.train.deepspeed_profiles import load_deepspeed_config
-from llava.train.distributed import prepare_process_group, world_size
+from llava.train.distributed import prepare_process_group, require_shared_folder, world_size
 from llava.train.preflight import preflight
+from llava.train.reporting import announce_reporters, choose_reporters, reporter_callbacks
+from llava.train.console import StageProgress, log_file, print_header, stage_console
 from llava.train.checkpointing import Checkpoint, ResumableCheckpoints, latest_checkpoint, remove_incomplete
 from llava.train.events import EventLog
 from llava.train.forward import forward_options
@@ -58,7 +61,6 @@ def grad_accum_for_world(recipe: Recipe, world: int) -> int:
 def training_arguments(recipe: Recipe, run_dir: Path, accelerator_config: dict) -> TrainingArguments:
     spec = recipe.training
     cuda = torch.cuda.is_available()
-    reporters = [r for r in spec.report_to if importlib.util.find_spec(r) is not None]
     return TrainingArguments(
         output_dir=str(run_dir / "trainer"),
         per_device_train_batch_size=spec.per_device_batch,
@@ -88,7 +90,7 @@ def training_arguments(recipe: Recipe, run_dir: Path, accelerator_config: dict) 
         dataloader_drop_last=spec.dataloader_drop_last,
         seed=spec.seed,
         data_seed=spec.seed,
-        report_to=reporters,
+        report_to=choose_reporters(spec.report_to, run_dir).report_to,  # TensorBoard: reporter_callbacks
         remove_unused_columns=False,
         deepspeed=load_deepspeed_config(recipe.deepspeed),
         use_cpu=not cuda,
@@ -119,6 +121,7 @@ def fingerprint(recipe: Recipe, inputs) -> dict:
 def _resume_point(trainer: LlavaTrainer, store: ResumableCheckpoints, ledger: SkipLedger,
                   events: EventLog) -> Checkpoint | None:
     """Main process drops unmarked leftovers (and a stale skip ledger on a fresh start); all ranks then agree."""
+    require_shared_folder(store.trainer_dir, trainer.is_world_process_zero(), trainer.args.device)
     if trainer.is_world_process_zero():
         removed = remove_incomplete(store.trainer_dir)
         if removed:
@@ -169,18 +172,31 @@ def _stopped_message(recipe: Recipe, stop: StopRequests, store: ResumableCheckpo
             "Run the same command again to resume.")
 
 
-def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Path | None = None) -> StageResult:
-    """Train one stage, resuming from the newest complete checkpoint in run_dir/trainer when there is one."""
+def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Path | None = None, *,
+                allow_recipe_change: bool = False) -> StageResult:
+    """Train one stage, resuming from the newest complete checkpoint in run_dir/trainer when there is one.
+
+    A checkpoint saved under other recipe values is resumed only with `allow_recipe_change`
+    (llava.train.recipe_change says why and what it does to the LR schedule). Library chatter goes to
+    run_dir/train.log (llava.train.console).
+    """
     layout = layout or VolumeLayout.from_env()
+    run_dir = Path(run_dir or layout.runs / recipe.name)
+    with stage_console(log_file(run_dir)) as log_path:
+        print_header(f"{recipe.name} ({recipe.source})", layout.resolve(recipe.output), log_path)
+        return _train_stage(recipe, layout, run_dir, allow_recipe_change)
+
+
+def _train_stage(recipe: Recipe, layout: VolumeLayout, run_dir: Path, allow_recipe_change: bool) -> StageResult:
     started = time.time()
     inputs = preflight(recipe, layout)
-    run_dir = Path(run_dir or layout.runs / recipe.name)
     accelerator_config = prepare_process_group(recipe.deepspeed is not None)
     with StopRequests(run_dir) as stop:
         # Built before TrainingArguments: with a ZeRO-3 config active, from_pretrained would load
         # partitioned (empty) tensors that cannot be copied into the assembled model.
         built = build_model(recipe, layout)
         args = training_arguments(recipe, run_dir, accelerator_config)
+        reporters = choose_reporters(recipe.training.report_to, run_dir)
         counts = TunableParts(tuple(recipe.tunable_parts)).apply(built.model)
         log.info("trainable %d / frozen %d parameters", counts["trainable"], counts["frozen"])
         dataset, collator = build_dataset(recipe, built, inputs, run_dir)
@@ -188,11 +204,16 @@ def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Pat
         trainer = LlavaTrainer(
             model=built.model, args=args, train_dataset=dataset, data_collator=collator,
             lengths=dataset.modality_lengths() if recipe.training.group_by_modality_length else None,
-            megabatch=megabatch, vision_tower_lr=recipe.training.vision_tower_lr)
+            megabatch=megabatch, vision_tower_lr=recipe.training.vision_tower_lr,
+            callbacks=reporter_callbacks(reporters))
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(StageProgress)
         trainer.forward_options = forward_options(recipe, built.model)
         events = EventLog(run_dir / "events.jsonl", trainer.is_world_process_zero())
+        announce_reporters(reporters, events, recipe.source)
         store = ResumableCheckpoints(args.output_dir, recipe.checkpointing.keep_last, fingerprint(recipe, inputs),
-                                     events, stop, support_files=lambda folder: write_support_files(folder, built))
+                                     events, stop, support_files=lambda folder: write_support_files(folder, built),
+                                     recipe=recipe.model_dump(mode="json"), allow_recipe_change=allow_recipe_change)
         trainer.checkpoints = store
         trainer.add_callback(StepControl(recipe.checkpointing.resume_every_steps, store, stop, events))
         resume = _resume_point(trainer, store, collator.ledger, events)
@@ -208,7 +229,7 @@ def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Pat
     train_loss = _stage_loss(store, result, step)
     skipped = len(collator.ledger.seen_ids())
     if trainer.is_world_process_zero():
-        (run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        write_text(run_dir / "log_history.json", json.dumps(trainer.state.log_history, indent=1))
         write_manifest(output, "checkpoint", inputs=inputs.manifest_hashes(), recipe_hash=recipe.content_hash(),
                        started=started, metrics={"train_loss": train_loss, "global_steps": step,
                                                  "skipped_samples": skipped},

@@ -14,7 +14,7 @@ from transformers import TrainerCallback
 
 from llava.train.checkpointing import ResumableCheckpoints
 from llava.train.events import EventLog
-from llava.train.fault_injection import kill_at_step
+from llava.fault_injection import kill_at_step
 from llava.train.signals import StopRequests
 
 

@@ -6,6 +6,8 @@ a log watcher against a 20 ms training step. Inert unless one of these variables
 - LLAVA_KIT_TEST_KILL_AT_STEP=N: die at the end of optimizer step N (every rank, like a lost box).
 - LLAVA_KIT_TEST_KILL_IN_SAVE=N:PHASE: die while saving step N, PHASE "staged" (files written to the
   staging folder, not yet renamed) or "unmarked" (renamed into place, completion marker not yet written).
+- LLAVA_KIT_TEST_KILL_IN_WRITE=STEP: die at STEP of a durable write (`llava.durable.FILE_STEPS`,
+  `FOLDER_STEPS`), e.g. "folder.aside": the old folder moved aside, the new one not yet in place.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import signal
 
 KILL_AT_STEP = "LLAVA_KIT_TEST_KILL_AT_STEP"
 KILL_IN_SAVE = "LLAVA_KIT_TEST_KILL_IN_SAVE"
+KILL_IN_WRITE = "LLAVA_KIT_TEST_KILL_IN_WRITE"
 
 
 def _die() -> None:
@@ -30,4 +33,9 @@ def kill_at_step(step: int) -> None:
 def kill_in_save(step: int, phase: str) -> None:
     wanted = os.environ.get(KILL_IN_SAVE)
     if wanted and wanted == f"{step}:{phase}":
+        _die()
+
+
+def kill_in_write(step: str) -> None:
+    if os.environ.get(KILL_IN_WRITE) == step:
         _die()
