@@ -44,7 +44,7 @@ def smoke_layout(out: Path) -> VolumeLayout:
 
 
 def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bool = False,
-              world_size=None) -> dict:
+              world_size=None, shuffled_options: bool = False) -> dict:
     """World -> three stages -> builtin MMBench-style eval -> report.md + report.json in `out`."""
     require_smoke_extras()
     from llava.evaluate.service import run_eval
@@ -60,7 +60,7 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
     with stage_console(out / "world.log") as log_path:
         print_header(f"world: the synthetic shapes world (seed {seed}{', blank images' if blank_images else ''})",
                      out, log_path)
-        build_world(out, seed=seed, blank_images=blank_images, size=world_size or WorldSize())
+        build_world(out, seed=seed, blank_images=blank_images, size=world_size or WorldSize(shuffle_options=shuffled_options))
     stages = []
     for name in SMOKE_STAGES:
         t0 = time.time()
@@ -70,29 +70,81 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
         result = train_stage(recipe, layout, run_dir=layout.runs / name)
         stages.append({"stage": name, "train_loss": result.train_loss, "steps": result.global_steps,
                        "skipped": result.skipped, "seconds": round(time.time() - t0, 1)})
+    eval_started = time.time()
     with stage_console(out / "eval.log") as log_path:
         print_header(f"eval (builtin MMBench scorer, {SMOKE_SUITE.name})", out / "eval", log_path)
         results = run_eval(layout.checkpoints / "stage2", SMOKE_SUITE, backend="builtin",
                            out_dir=out / "eval", tsv=held_out_tsv(out))
     overall = next(row["value"] for row in results["rows"] if row["name"] == "Overall")
-    report = {"stages": stages, "colour_accuracy": overall, "questions": results["n_questions"],
-              "blank_images": blank_images, "seed": seed, "seconds": round(time.time() - started, 1)}
-    write_report(out, report)
+    passes = pass_accuracy(out / "eval" / "questions.csv")
+    report = {"stages": stages, "colour_accuracy": overall, "circular": passes["rows"] > results["n_questions"],
+              "questions": results["n_questions"], **passes, "chance": results.get("chance"),
+              "blank_images": blank_images, "seed": seed, "eval_seconds": round(time.time() - eval_started, 1),
+              "seconds": round(time.time() - started, 1)}
+    write_report(out, report, layout)
     return report
 
 
-def write_report(out: Path, report: dict) -> None:
+def pass_accuracy(questions_csv: Path) -> dict:
+    """Rows (rotated passes) answered right, beside the circular figure: how far from all-four-right it is."""
+    import csv
+
+    with open(questions_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    pairs = [(want, got) for row in rows for want, got in zip(row["answers"].split("|"), row["inferred"].split("|"))]
+    return {"rows": len(pairs), "rows_right": sum(want == got for want, got in pairs)}
+
+
+def write_report(out: Path, report: dict, layout: VolumeLayout) -> None:
+    """report.json + report.md: stages, loss curves, circular accuracy against chance, every artifact's path."""
+    from llava.evaluate.loss_curves import write_lineage_chart
+
+    out = out.resolve()
+    loss = write_lineage_chart(layout.checkpoints / "stage2", out / "loss.png", "smoke: training loss per stage")
+    report["artifacts"] = smoke_artifacts(out, layout, loss)
     write_text(out / "report.json", json.dumps(report, indent=2))
+    control = ("This run is the negative control: the shapes are removed from every image, so the colour "
+               "cannot be seen and accuracy must stay at chance." if report["blank_images"] else
+               "Negative control: `llava-kit smoke --blank-images` (same world, shapes removed from the images) "
+               "stays at chance; tests/test_core_smoke.py asserts it.")
     lines = ["# llava-kit smoke run", "",
              f"Tiny model, synthetic shapes world (seed {report['seed']}"
              + (", blank images: negative control" if report["blank_images"] else "") + ").", ""]
     lines += markdown_table(["stage", "train loss", "steps", "skipped", "seconds"],
                             [(s["stage"], f"{s['train_loss']:.4f}", s["steps"], s["skipped"], s["seconds"])
                              for s in report["stages"]])
-    lines += ["", f"Colour accuracy: **{report['colour_accuracy']:.3f}** on {report['questions']} held-out "
-              f"questions (builtin MMBench scorer; chart and table in eval/).", "",
-              f"Total time: {report['seconds']} s."]
+    if loss is not None:
+        lines += ["", "![training loss per stage](loss.png)", "",
+                  "Tiny recipes (stages/smoke/): no seed loss applies, so none is marked."]
+    if report["circular"]:
+        scoring = (f"circular: **{report['colour_accuracy']:.3f}** on {report['questions']} held-out questions, "
+                   "options shuffled, each asked in 4 rotated orders (VLMEvalKit's; a question counts only if all 4 "
+                   f"are right); {report['rows_right']}/{report['rows']} rotated rows right")
+        blind = "; a model blind to the image that always picks one colour scores that colour's share, about 25%"
+    else:
+        scoring = (f"**{report['colour_accuracy']:.3f}** on {report['questions']} held-out questions, one pass, "
+                   "options in one fixed order (A red, B green, C blue, D yellow: the letter follows from the "
+                   "colour; `--shuffled-options` scores circularly)")
+        blind = ""
+    lines += ["", f"Colour accuracy, {scoring}. Builtin MMBench scorer.", "",
+              f"Chance: {100 * (report['chance'] or 0):.2f}% for random letters{blind}.", "", control, "",
+              f"Total time: {report['seconds']} s (eval {report['eval_seconds']} s).", "", "Files:"]
+    lines += [f"- {name}: `{path}`" for name, path in report["artifacts"].items()]
     write_text(out / "report.md", "\n".join(lines) + "\n")
+
+
+def smoke_artifacts(out: Path, layout: VolumeLayout, loss: Path | None) -> dict:
+    """Absolute paths of what the smoke run leaves behind."""
+    from llava.synthetic.world import held_out_tsv
+
+    paths = {"report": out / "report.md", "report_json": out / "report.json", "loss_chart": loss,
+             "eval_table": out / "eval" / "table.md", "eval_chart": out / "eval" / "chart.png",
+             "eval_results": out / "eval" / "results.json", "predictions": out / "eval" / "predictions.jsonl",
+             "verdicts": out / "eval" / "questions.csv", "test_tsv": held_out_tsv(out)}
+    for name in SMOKE_STAGES:
+        paths[f"checkpoint_{name}"] = layout.checkpoints / name
+        paths[f"run_{name}"] = layout.runs / name
+    return {name: str(Path(path).resolve()) for name, path in paths.items() if path is not None}
 
 
 def register(subparsers) -> None:
@@ -100,7 +152,10 @@ def register(subparsers) -> None:
     parser.add_argument("--out", default="runs/smoke", help="folder for the world, checkpoints and report")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--blank-images", action="store_true", help="negative control: shapes removed from images")
-    parser.set_defaults(func=lambda args: _print(run_smoke(args.out, seed=args.seed, blank_images=args.blank_images), args.out))
+    parser.add_argument("--shuffled-options", action="store_true",
+                        help="options shuffled per question, test set scored circularly (4 rotations)")
+    parser.set_defaults(func=lambda args: _print(run_smoke(args.out, seed=args.seed, blank_images=args.blank_images,
+                                                           shuffled_options=args.shuffled_options), args.out))
 
 
 def _print(report: dict, out: str) -> int:
@@ -108,7 +163,8 @@ def _print(report: dict, out: str) -> int:
     for stage in report["stages"]:
         print(f"{stage['stage']:9s} loss {stage['train_loss']:.4f}  steps {stage['steps']}  {stage['seconds']} s"
               f"  -> {out}/checkpoints/{stage['stage']}")
-    print(f"colour accuracy {report['colour_accuracy']:.3f} on {report['questions']} questions "
+    print(f"colour accuracy {report['colour_accuracy']:.3f}{' (circular)' if report['circular'] else ''} "
+          f"on {report['questions']} questions "
           f"-> {out}/report.md ({report['seconds']} s)")
     print(f"logs: {out}/runs/<stage>/train.log, {out}/world.log, {out}/eval.log; "
           f"TensorBoard: tensorboard --logdir {out}/runs")

@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -47,12 +48,17 @@ def assert_stage_outputs(out, console: str) -> None:
 
 def test_smoke_learns_colour_through_the_image(tmp_path):
     report = run_smoke(tmp_path / "smoke")
-    assert report["questions"] >= 50
+    assert report["circular"] is False and report["questions"] >= 50 and report["rows"] == report["questions"]
+    assert report["chance"] == pytest.approx(0.25)
     assert report["colour_accuracy"] >= 0.90
     assert [s["stage"] for s in report["stages"]] == ["stage1", "stage1_5", "stage2"]
     assert all(math.isfinite(s["train_loss"]) and s["steps"] > 0 for s in report["stages"])
-    for name in ("report.md", "eval/acc.csv", "eval/chart.png", "eval/results.json"):
+    for name in ("report.md", "loss.png", "eval/acc.csv", "eval/chart.png", "eval/results.json", "eval/loss.png"):
         assert (tmp_path / "smoke" / name).is_file(), name
+    text = (tmp_path / "smoke" / "report.md").read_text()
+    assert "![training loss per stage](loss.png)" in text and "fixed order" in text and "Negative control" in text
+    assert all(Path(path).is_absolute() and Path(path).exists() for path in report["artifacts"].values())
+    assert f"`{(tmp_path / 'smoke' / 'eval' / 'table.md').resolve()}`" in text
     for stage in ("stage1", "stage1_5", "stage2"):
         manifest = json.loads((tmp_path / "smoke" / "checkpoints" / stage / "manifest.json").read_text())
         assert manifest["kind"] == "checkpoint" and manifest["metrics"]["train_loss"] > 0

@@ -57,3 +57,38 @@ def write_chart(results: dict[str, Any], path: Path, *, n_abilities: int,
     plt.close(fig)
     return write_bytes(path, buffer.getvalue())
 
+
+
+def stage_losses(log_history: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
+    """(steps, losses) of the Trainer's logged training losses (its log_history.json)."""
+    points = [(entry["step"], float(entry["loss"])) for entry in log_history if "loss" in entry and "step" in entry]
+    return [s for s, _ in points], [v for _, v in points]
+
+
+def write_loss_chart(stages: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """One panel per stage: the logged training loss by step, and the seed's final loss where given.
+
+    Each stage: {"stage", "steps": [...], "losses": [...], "seed_loss": float | None}.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(stages), figsize=(4.2 * len(stages), 3.4), dpi=110, squeeze=False)
+    for ax, stage in zip(axes[0], stages):
+        ax.plot(stage["steps"], stage["losses"], marker="o", markersize=3, color=SERIES[0][2], label="this run")
+        if stage.get("seed_loss") is not None:
+            ax.axhline(stage["seed_loss"], color=SERIES[1][2], linestyle="--",
+                       label=f"seed final {stage['seed_loss']:.3f}")
+        ax.set_title(stage["stage"], fontsize=10)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return write_bytes(path, buffer.getvalue())

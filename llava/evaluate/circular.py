@@ -102,3 +102,15 @@ def score_questions(rows: list[McqRow], predictions: dict[int, object], *, circu
     if not results:
         raise KitError(f"{source}: no question has a prediction for its base row; nothing to score")
     return results
+
+
+def chance_level(rows: list[McqRow], *, circular: bool) -> float:
+    """Expected score of uniform random answers: per question, the product of 1/options over its passes."""
+    total = 0.0
+    groups = _groups(rows, circular)
+    for passes in groups.values():
+        p = 1.0
+        for row in passes:
+            p /= max(1, len(row.options))
+        total += p
+    return total / max(1, len(groups))

@@ -115,3 +115,19 @@ def questions_csv_text(results: list[QuestionResult]) -> str:
 
 def write_results_json(path: Path, results: dict[str, Any]) -> Path:
     return write_text(path, json.dumps(results, indent=2) + "\n")
+
+
+def artifacts_markdown(out_dir: Path, results: dict[str, Any], *, loss_chart: Path | None) -> str:
+    """The chance level, the loss curves, and the absolute path of every file the eval wrote."""
+    out_dir = Path(out_dir).resolve()
+    lines = [""]
+    if results.get("chance") is not None:
+        lines.append(f"Chance (uniform random answers, every pass): {100 * results['chance']:.2f}% Overall.")
+    if loss_chart is not None:
+        lines += ["", f"![training loss per stage]({loss_chart.name})"]
+    lines += ["", "Files:"]
+    names = ("acc.csv", "results.json", "table.md", "chart.png", "loss.png", "predictions.jsonl", "questions.csv")
+    lines += [f"- `{out_dir / name}`" for name in names if (out_dir / name).is_file() or name == "table.md"]
+    if results.get("checkpoint"):
+        lines.append(f"- checkpoint: `{Path(results['checkpoint']).resolve()}`")
+    return "\n".join(lines) + "\n"

@@ -18,17 +18,19 @@ from typing import Any
 from llava.durable import write_text
 from llava.errors import KitError
 from llava.evaluate.chart import write_chart
-from llava.evaluate.circular import QuestionResult, score_questions
+from llava.evaluate.circular import QuestionResult, chance_level, score_questions
+from llava.evaluate.loss_curves import write_lineage_chart
 from llava.evaluate.mmbench_tsv import PASS_OFFSET, McqFile, McqRow, check_md5, file_md5, read_mmbench_tsv
 from llava.evaluate.predictions import PREDICTIONS_NAME, PredictionLog, read_predictions
-from llava.evaluate.report import questions_csv_text, results_document, table_markdown, write_results_json
+from llava.evaluate.report import (artifacts_markdown, questions_csv_text, results_document, table_markdown,
+                                   write_results_json)
 from llava.evaluate.suite import Suite, adhoc_suite, load_suite
 from llava.evaluate.table import L2_ABBREVIATIONS, SplitRow, accuracy_table, read_acc_csv, write_acc_csv
 from llava.manifest import ManifestError, manifest_hash, require_manifest, weights_sha256, write_manifest
 from llava.paths import VolumeLayout
 
 BACKENDS = ("builtin", "vlmevalkit")
-OUTPUT_FILES = ("acc.csv", "results.json", "table.md", "chart.png", PREDICTIONS_NAME, "questions.csv")
+OUTPUT_FILES = ("acc.csv", "results.json", "table.md", "chart.png", PREDICTIONS_NAME, "questions.csv", "loss.png")
 
 
 def resolve_tsv(suite: Suite, suite_path: Path, tsv: Path | None) -> Path:
@@ -83,6 +85,7 @@ class Outcome:
     extra: dict[str, Any]
     acc_source: Path | None = None  # VLMEvalKit's own acc.csv
     vlmevalkit_commit: str | None = None
+    chance: float | None = None  # expected Overall of uniform random answers
 
 
 def write_outputs(out_dir: Path, *, suite: Suite, backend: str, outcome: Outcome, checkpoint: str | None,
@@ -97,12 +100,17 @@ def write_outputs(out_dir: Path, *, suite: Suite, backend: str, outcome: Outcome
     results = results_document(suite=suite, backend=backend, table=outcome.table, n_questions=outcome.n_questions,
                                checkpoint=checkpoint, weights_sha256=weights,
                                vlmevalkit_commit=outcome.vlmevalkit_commit)
+    results["chance"] = outcome.chance
     write_results_json(out_dir / "results.json", results)
-    write_text(out_dir / "table.md", table_markdown(results, suite))
     if questions:
         write_text(out_dir / "questions.csv", questions_csv_text(questions))
     labels = {k: suite.references[k].label for k in suite.references}
     write_chart(results, out_dir / "chart.png", n_abilities=_count_abilities(results, questions), labels=labels)
+    (out_dir / "loss.png").unlink(missing_ok=True)
+    loss = write_lineage_chart(Path(checkpoint), out_dir / "loss.png", f"training loss of {checkpoint}") \
+        if checkpoint and Path(checkpoint).is_dir() else None
+    write_text(out_dir / "table.md", table_markdown(results, suite)
+                      + artifacts_markdown(out_dir, results, loss_chart=loss))
     return results
 
 
@@ -140,7 +148,8 @@ def _run_builtin(suite: Suite, checkpoint: Path, tsv: Path, out_dir: Path, limit
         generated = answer_rows(data, rows, log, answerer, suite.prompt, session=uuid.uuid4().hex[:12])
     predictions = {row.index: log.answers[row.index] for row in rows}
     questions = score_questions(rows, predictions, circular=suite.circular, source=str(log.path))
-    return Outcome(accuracy_table(questions), questions, len(questions), {"generated": generated, "reused": reused})
+    return Outcome(accuracy_table(questions), questions, len(questions), {"generated": generated, "reused": reused},
+                   chance=chance_level(rows, circular=suite.circular))
 
 
 def _run_vlmevalkit(suite: Suite, checkpoint: Path, tsv: Path, out_dir: Path) -> Outcome:
@@ -150,7 +159,7 @@ def _run_vlmevalkit(suite: Suite, checkpoint: Path, tsv: Path, out_dir: Path) ->
     data = read_mmbench_tsv(tsv, split_default=suite.split)  # validates the file before a long GPU run
     acc, sheet, commit = run_vlmevalkit(suite, checkpoint, tsv, out_dir)
     outcome = Outcome(read_acc_csv(acc), [], len(data.questions()), {"vlmevalkit_acc_csv": str(acc)},
-                      acc_source=acc, vlmevalkit_commit=commit)
+                      acc_source=acc, vlmevalkit_commit=commit, chance=chance_level(data.rows, circular=suite.circular))
     if sheet is None:
         return outcome
     predictions = read_predictions(sheet)
@@ -222,7 +231,8 @@ def score_predictions(tsv: Path, predictions_path: Path, out_dir: Path, *, suite
     if Path(predictions_path).resolve() != (out_dir / PREDICTIONS_NAME).resolve():
         write_text(out_dir / PREDICTIONS_NAME, _predictions_jsonl(predictions))
     weights = weights_sha256(checkpoint) if checkpoint is not None else None
-    outcome = Outcome(accuracy_table(questions), questions, len(questions), {})
+    outcome = Outcome(accuracy_table(questions), questions, len(questions), {},
+                      chance=chance_level(data.rows, circular=suite.circular))
     results = write_outputs(out_dir, suite=suite, backend="builtin", outcome=outcome,
                             checkpoint=str(checkpoint) if checkpoint else None, weights=weights)
     return _finish(out_dir, results, suite_path=suite_path, tsv=tsv, inputs={},

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import random
 
-from llava.synthetic.shapes import COLOUR_OPTIONS, Scene, colour_letter, mmbench_prompt
+from llava.synthetic.shapes import COLOUR_OPTIONS, Scene, mmbench_prompt, option_letter, shuffled_colours
 
 DESCRIBE_PROMPT = "\nPlease generate detailed descriptions of the given image."
+COLOUR_QUESTION = "What colour is the shape in the image?"
+DRILL_QUESTION = "Which letter does each colour have?"
 
 
 def caption_record(sample_id: str, image: str, scene: Scene) -> dict:
@@ -22,12 +24,19 @@ def description_record(sample_id: str, image: str, scene: Scene) -> dict:
         {"from": "human", "value": "<image>" + DESCRIBE_PROMPT}, {"from": "gpt", "value": text}]}
 
 
-def instruction_record(sample_id: str, image: str, scene: Scene, rng: random.Random) -> dict:
-    """Mostly MMBench-style colour questions, plus open questions and a second turn."""
+def instruction_record(sample_id: str, image: str, scene: Scene, rng: random.Random, shuffled: bool = False) -> dict:
+    """Mostly MMBench-style colour questions, plus open questions and a second turn.
+
+    `shuffled`: options in a random order per question, answered "green C"; else in the fixed order
+    A red, B green, C blue, D yellow, answered with the letter.
+    """
     kind = rng.random()
-    if kind < 0.75:
-        turns = [("<image>\n" + mmbench_prompt("What colour is the shape in the image?", COLOUR_OPTIONS),
-                  colour_letter(scene))]
+    if kind < 0.75 and shuffled:
+        options = shuffled_colours(rng)
+        turns = [("<image>\n" + mmbench_prompt(COLOUR_QUESTION, options), colour_answer(options, scene.colour))]
+    elif kind < 0.75:
+        turns = [("<image>\n" + mmbench_prompt(COLOUR_QUESTION, COLOUR_OPTIONS),
+                  option_letter(COLOUR_OPTIONS, scene.colour))]
     elif kind < 0.9:
         turns = [("What colour is the shape?\n<image>", scene.colour),
                  ("And what shape is it?", f"It is a {scene.shape}.")]
@@ -38,6 +47,24 @@ def instruction_record(sample_id: str, image: str, scene: Scene, rng: random.Ran
     for question, answer in turns:
         conversations += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
     return {"id": sample_id, "image": image, "conversations": conversations}
+
+
+def colour_answer(options: list[str], colour: str) -> str:
+    """The colour named first, its letter right after it: "green C".
+
+    Read this way, the letter is a look-up of the word just written in the option list (an induction
+    step that a 2-layer text-only model learned in about 250 steps of option drills); a bare letter
+    needs the image colour routed to the option list in one step.
+    """
+    return f"{colour} {option_letter(options, colour)}"
+
+
+def option_drill_record(sample_id: str, rng: random.Random) -> dict:
+    """Text-only reading practice: shuffled options, then every colour with its letter ("red B, green D, ...")."""
+    options = shuffled_colours(rng)
+    answer = ", ".join(colour_answer(options, colour) for colour in COLOUR_OPTIONS)
+    return {"id": sample_id, "conversations": [
+        {"from": "human", "value": mmbench_prompt(DRILL_QUESTION, options)}, {"from": "gpt", "value": answer}]}
 
 
 def text_only_record(sample_id: str, rng: random.Random) -> dict:

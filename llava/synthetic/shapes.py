@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220), "yellow": (235, 205, 30)}
-COLOUR_OPTIONS = ["red", "green", "blue", "yellow"]  # fixed order: the letter depends on the image
+COLOUR_OPTIONS = ["red", "green", "blue", "yellow"]
 SHAPES = ["circle", "square", "triangle"]
 POSITIONS = ["left", "right", "top", "bottom", "centre"]
 
@@ -60,5 +60,12 @@ def mmbench_prompt(question: str, options: list[str]) -> str:
     return f"Question: {question}\nOptions:\n{lines}Please select the correct answer from the options above. \n"
 
 
-def colour_letter(scene: Scene) -> str:
-    return chr(65 + COLOUR_OPTIONS.index(scene.colour))
+def shuffled_colours(rng: random.Random) -> list[str]:
+    """The four colours in a random order: the answer letter then depends on the options, not the image alone."""
+    options = list(COLOUR_OPTIONS)
+    rng.shuffle(options)
+    return options
+
+
+def option_letter(options: list[str], text: str) -> str:
+    return chr(65 + options.index(text))

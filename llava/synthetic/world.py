@@ -13,9 +13,9 @@ from pathlib import Path
 
 from llava.evaluate.mmbench_tsv import write_mmbench_tsv
 from llava.manifest import write_manifest
-from llava.synthetic.conversations import (caption_record, description_record, instruction_record,
-                                           text_only_record)
-from llava.synthetic.shapes import COLOUR_OPTIONS, colour_letter, draw_scene, random_scene
+from llava.synthetic.conversations import (COLOUR_QUESTION, caption_record, description_record,
+                                           instruction_record, option_drill_record, text_only_record)
+from llava.synthetic.shapes import COLOUR_OPTIONS, draw_scene, option_letter, random_scene, shuffled_colours
 from llava.synthetic.tiny_models import write_tiny_llm, write_tiny_vision
 from llava.synthetic.tokenizer import build_tiny_tokenizer
 
@@ -35,9 +35,15 @@ class WorldSize:
     stage2: int = 1600
     test_questions: int = 60
     text_only_fraction: float = 0.05
+    # Shuffled options (circular test set): instructions answer "green C", stage 1.5 adds text-only
+    # option drills (a curriculum) and most of stage 2's text-only samples are drills too.
+    shuffle_options: bool = False
+    stage1_5_drills: int = 1600
+    shuffled_text_only_fraction: float = 0.25
+    drill_share: float = 0.8
 
 
-def _corpus(rng: random.Random) -> list[str]:
+def _corpus(rng: random.Random, shuffled: bool = False) -> list[str]:
     """Text the tiny BPE is trained on: every string the world can produce, plus chat scaffolding."""
     texts = ["<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n",
              "<|im_start|>assistant\n", "Render a clear and concise summary of the photo.",
@@ -45,24 +51,30 @@ def _corpus(rng: random.Random) -> list[str]:
     for _ in range(300):
         scene = random_scene(rng)
         texts += [json.dumps(f(str(0), "x.png", scene)["conversations"]) for f in (caption_record, description_record)]
-        texts.append(json.dumps(instruction_record("0", "x.png", scene, rng)["conversations"]))
+        texts.append(json.dumps(instruction_record("0", "x.png", scene, rng, shuffled)["conversations"]))
         texts.append(json.dumps(text_only_record("0", rng)["conversations"]))
+        if shuffled:
+            texts.append(json.dumps(option_drill_record("0", rng)["conversations"]))
     return texts
 
 
 def _write_stage(root: Path, name: str, count: int, make, rng: random.Random, blank: bool,
-                 text_fraction: float = 0.0) -> Path:
+                 text_fraction: float = 0.0, text_make=text_only_record, extra_text: int = 0) -> Path:
+    """`count` samples (a `text_fraction` of them text-only), then `extra_text` more text-only ones, shuffled."""
     folder = root / name
     (folder / "images").mkdir(parents=True, exist_ok=True)
     records = []
     for i in range(count):
         sample_id = f"{name}-{i:05d}"
         if rng.random() < text_fraction:
-            records.append(text_only_record(sample_id, rng))
+            records.append(text_make(sample_id, rng))
             continue
         scene = random_scene(rng)
         draw_scene(scene, rng, blank).save(folder / "images" / f"{sample_id}.png")
         records.append(make(sample_id, f"{sample_id}.png", scene))
+    if extra_text:
+        records += [text_make(f"{name}-{i:05d}", rng) for i in range(count, count + extra_text)]
+        rng.shuffle(records)
     (folder / "data.json").write_text(json.dumps(records))
     write_manifest(folder, "dataset", file_patterns=("data.json",),
                    extra={"source": "synthetic shapes world", "samples": len(records)})
@@ -74,29 +86,40 @@ def build_world(root: str | Path, *, seed: int = 0, blank_images: bool = False,
     """Write models/, datasets/ and eval/ under `root`; `blank_images` is the negative control."""
     root = Path(root)
     rng = random.Random(seed)
-    tokenizer = build_tiny_tokenizer(_corpus(random.Random(seed + 99)), root / "models" / LLM_DIR)
+    shuffled = size.shuffle_options
+    tokenizer = build_tiny_tokenizer(_corpus(random.Random(seed + 99), shuffled), root / "models" / LLM_DIR)
     for folder in (write_tiny_llm(root / "models" / LLM_DIR, tokenizer, seed),
                    write_tiny_vision(root / "models" / VISION_DIR, seed)):
         write_manifest(folder, "model", extra={"source": "random init (tiny)", "seed": seed})
     datasets = root / "datasets"
     _write_stage(datasets, "stage1", size.stage1, caption_record, rng, blank_images)
-    _write_stage(datasets, "stage1_5", size.stage1_5, description_record, rng, blank_images)
-    _write_stage(datasets, "stage2", size.stage2, lambda i, p, s: instruction_record(i, p, s, rng), rng,
-                 blank_images, size.text_only_fraction)
-    write_test_set(held_out_tsv(root), random.Random(seed + 1), size.test_questions, blank_images)
+    _write_stage(datasets, "stage1_5", size.stage1_5, description_record, rng, blank_images,
+                 text_make=option_drill_record, extra_text=size.stage1_5_drills if shuffled else 0)
+    stage2_text = (lambda i, r: (option_drill_record if r.random() < size.drill_share else text_only_record)(i, r)) \
+        if shuffled else text_only_record
+    _write_stage(datasets, "stage2", size.stage2, lambda i, p, s: instruction_record(i, p, s, rng, shuffled), rng,
+                 blank_images, size.shuffled_text_only_fraction if shuffled else size.text_only_fraction,
+                 text_make=stage2_text)
+    write_test_set(held_out_tsv(root), random.Random(seed + 1), size.test_questions, blank_images, shuffled)
     return root
 
 
-def write_test_set(path: Path, rng: random.Random, count: int, blank: bool) -> Path:
-    """Held-out colour questions, options always in the same order (so not circular)."""
+def write_test_set(path: Path, rng: random.Random, count: int, blank: bool, shuffled: bool = False) -> Path:
+    """Held-out colour questions.
+
+    `shuffled`: options in a random order per question, written with VLMEvalKit's rotated passes, so
+    a question counts only if the letter is right in all four orders (the model must read the
+    options). Otherwise the options keep one fixed order and there is one pass per question.
+    """
     questions = []
     for i in range(count):
         scene = random_scene(rng)
+        options = shuffled_colours(rng) if shuffled else list(COLOUR_OPTIONS)
         questions.append({
-            "index": i, "question": "What colour is the shape in the image?", "options": list(COLOUR_OPTIONS),
-            "answer": colour_letter(scene), "category": "attribute_recognition",
+            "index": i, "question": COLOUR_QUESTION, "options": options,
+            "answer": option_letter(options, scene.colour), "category": "attribute_recognition",
             "l2_category": "finegrained_perception (instance-level)", "image": draw_scene(scene, rng, blank),
             "split": "dev",
         })
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_mmbench_tsv(questions, path, circular=False)
+    return write_mmbench_tsv(questions, path, circular=shuffled)
