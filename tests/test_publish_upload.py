@@ -141,3 +141,21 @@ def test_token_never_leaks(setup):
     for request in logged:
         others = {k: v for k, v in request["headers"].items() if k.lower() != "authorization"}
         assert TOKEN not in json.dumps(others) and TOKEN not in request["path"]
+
+
+@pytest.mark.parametrize("xet", ["1", "0"])
+def test_publish_to_an_unreachable_hub_is_a_message_not_a_traceback(setup, xet):
+    """A Hub that refuses connections (a loopback port nobody listens on), with and without Xet."""
+    from llava.train.distributed import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    env.update(setup["world"].env(), HF_TOKEN=TOKEN, HF_ENDPOINT=endpoint, HF_HUB_DISABLE_XET=xet,
+               HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(setup["root"] / "hf-home-unreachable"),
+               HF_HUB_ETAG_TIMEOUT="2", HF_HUB_DOWNLOAD_TIMEOUT="2")
+    done = subprocess.run([sys.executable, "-m", "llava.cli", "publish", str(setup["world"].checkpoint),
+                           "--repo-id", REPO_ID], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert f"cannot reach {endpoint}" in done.stderr and REPO_ID in done.stderr
+    assert TOKEN not in done.stdout + done.stderr
