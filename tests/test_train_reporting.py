@@ -55,7 +55,7 @@ def test_the_console_shows_the_stage_and_keeps_library_chatter_in_the_log(tiny_w
     assert done.returncode == 0, done.stderr[-3000:]
     console = done.stdout + done.stderr
     log = tiny_world / "runs" / "console-check" / "train.log"
-    assert f"== console-check (" in console and f"details: {log}" in console
+    assert "== console-check (" in console and f"details: {log}" in console
     assert "step 1/2  loss " in console and "step 2/2  loss " in console and "2 steps in " in console
     assert f"TensorBoard events -> {tiny_world / 'runs' / 'console-check' / 'tensorboard'}" in console
     assert "console-check finished at step 2 ->" in console

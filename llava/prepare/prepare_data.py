@@ -6,7 +6,6 @@ published subset_index.json with --from-index) rebuilds the same data.json byte 
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -140,7 +140,7 @@ def _resume_point(trainer: LlavaTrainer, store: ResumableCheckpoints, ledger: Sk
 def _train(trainer: LlavaTrainer, resume: Checkpoint | None, ledger: SkipLedger, events: EventLog):
     try:
         return trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
-    except KitError as err:
+    except KitError:
         if ledger.over_budget():  # raised in a dataloader worker, the message arrives wrapped in its traceback
             events.emit("abort", f"too many unusable samples: see {ledger.path}", skipped=len(ledger.seen_ids()))
             raise KitError(ledger.budget_message()) from None
