@@ -291,7 +291,7 @@ def test_eval_score_cli_writes_the_report(small_tsv: Path, tmp_path: Path) -> No
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"suite", "dataset", "backend", "judge", "vlmevalkit_commit", "checkpoint",
-                            "weights_sha256", "split", "rows", "n_questions", "created"}
+                            "weights_sha256", "split", "rows", "n_questions", "created", "chance"}
     assert (results["suite"], results["judge"], results["split"], results["n_questions"]) == \
         ("shapes_smoke", "exact_matching", "dev", 4)
     assert results["rows"][0] == {"name": "Overall", "value": 0.5, "seed": None, "official": None,

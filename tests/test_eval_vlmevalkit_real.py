@@ -61,6 +61,7 @@ def vlmevalkit_run(smoke: Path, tmp_path_factory) -> dict:
     return {"acc": acc, "sheet": sheet, "record": torch.load(record), "suite": suite}
 
 
+@pytest.mark.extended
 @pytest.mark.timeout(3600)
 def test_vlmevalkit_run_py_equals_the_builtin_backend_row_by_row(smoke: Path, vlmevalkit_run: dict) -> None:
     suite = vlmevalkit_run["suite"]

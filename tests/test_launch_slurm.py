@@ -100,6 +100,7 @@ def test_each_task_launches_torchrun_for_its_node(fake_slurm, tmp_path):
         assert tail == ["train", "stages/stage2.yaml", "--set=training.max_steps=9", "--profile=fast"], tail
 
 
+@pytest.mark.extended
 def test_the_script_trains_two_local_nodes(stage1_run, tiny_world, fake_slurm, tmp_path):
     """Both tasks on loopback, one process each, for real: one job of world size 2, one final save."""
     name = "slurm-2nodes"

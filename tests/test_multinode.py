@@ -25,7 +25,7 @@ from train_cli import (assert_bit_identical, events, kill_tree, logged_steps, ou
                        train_env, wait_for, weights)
 
 # pytest-timeout counts the module fixture's runs (two jobs) in the first test: 600 s is too little on a loaded box
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.slow, pytest.mark.extended, pytest.mark.timeout(1800)]
 
 STEPS, KILL_AT, EVERY = 4, 3, 2
 SIGTERM_STEPS = 8  # the whole epoch: room for the signal to land between the first save and the end

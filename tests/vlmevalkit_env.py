@@ -35,6 +35,7 @@ EXTRA_PACKAGES = (
     "joblib", "cloudpickle", "decord", "jieba", "nltk", "rouge", "six", "math-verify",
     "latex2sympy2-extended", "antlr4-python3-runtime", "pylatexenc", "opencv-python", "imageio", "scipy",
     "json-repair", "num2words", "scikit-learn", "narwhals", "threadpoolctl", "qwen-vl-utils", "xlsxwriter",
+    "tabulate",
     "torchvision",
 )
 SHIM = '''"""Test-venv only: declare torchvision's compiled-op schemas the CUDA wheel cannot register on CPU torch."""
