@@ -35,7 +35,7 @@ class WorldSize:
     stage2: int = 1600
     test_questions: int = 60
     text_only_fraction: float = 0.05
-    # Shuffled options (circular test set): instructions answer "green C", stage 1.5 adds text-only
+    # Shuffled options (circular test set): instructions answer "It is green C", stage 1.5 adds text-only
     # option drills (a curriculum) and most of stage 2's text-only samples are drills too.
     shuffle_options: bool = False
     stage1_5_drills: int = 1600
