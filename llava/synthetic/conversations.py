@@ -57,7 +57,7 @@ def colour_answer(options: list[str], colour: str) -> str:
     letter is a look-up of the word just written in the option list (an induction step that a 2-layer
     text-only model learned in about 250 steps of option drills); a bare letter needs the image colour
     routed to the option list in one step. Measured (seed 0, 60 questions): the colour is named right
-    240/240 (135/240 with a bare "green"), but the letter is not read yet (always "D", circular 0.000).
+    240/240 (135/240 with a bare "green"); the letter is read only partly (world.WorldSize).
     """
     return f"It is {_colour_letter(options, colour)}"
 
