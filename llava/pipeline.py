@@ -19,6 +19,8 @@ from llava.paths import VolumeLayout
 
 SMOKE_STAGES = ("stage1", "stage1_5", "stage2")
 SMOKE_SUITE = SUITES_DIR / "shapes_smoke.yaml"
+# Shuffled options: at the smoke recipes' lr (1e-3) the LLM never reads the letter (circular 0.000).
+SHUFFLED_OVERRIDES = {stage: ["training.learning_rate=3.0e-3"] for stage in ("stage1_5", "stage2")}
 # What smoke needs beyond the core install: transformers' Trainer needs accelerate, the chart matplotlib.
 SMOKE_EXTRAS = {"accelerate": "train", "matplotlib": "eval"}
 
@@ -60,13 +62,15 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
     with stage_console(out / "world.log") as log_path:
         print_header(f"world: the synthetic shapes world (seed {seed}{', blank images' if blank_images else ''})",
                      out, log_path)
-        build_world(out, seed=seed, blank_images=blank_images, size=world_size or WorldSize(shuffle_options=shuffled_options))
+        size = world_size or WorldSize(shuffle_options=shuffled_options)
+        build_world(out, seed=seed, blank_images=blank_images, size=size)
     stages = []
     for name in SMOKE_STAGES:
         t0 = time.time()
         # the world was just rebuilt, so resumable state from an earlier smoke run no longer applies
         shutil.rmtree(layout.runs / name, ignore_errors=True)
-        recipe = load_recipe(STAGES_DIR / "smoke" / f"{name}.yaml", [f"training.seed={seed}"])
+        overrides = [f"training.seed={seed}"] + (SHUFFLED_OVERRIDES.get(name, []) if size.shuffle_options else [])
+        recipe = load_recipe(STAGES_DIR / "smoke" / f"{name}.yaml", overrides)
         result = train_stage(recipe, layout, run_dir=layout.runs / name)
         stages.append({"stage": name, "train_loss": result.train_loss, "steps": result.global_steps,
                        "skipped": result.skipped, "seconds": round(time.time() - t0, 1)})

@@ -27,7 +27,7 @@ def description_record(sample_id: str, image: str, scene: Scene) -> dict:
 def instruction_record(sample_id: str, image: str, scene: Scene, rng: random.Random, shuffled: bool = False) -> dict:
     """Mostly MMBench-style colour questions, plus open questions and a second turn.
 
-    `shuffled`: options in a random order per question, answered "green C"; else in the fixed order
+    `shuffled`: options in a random order per question, answered "It is green C"; else in the fixed order
     A red, B green, C blue, D yellow, answered with the letter.
     """
     kind = rng.random()
@@ -50,19 +50,26 @@ def instruction_record(sample_id: str, image: str, scene: Scene, rng: random.Ran
 
 
 def colour_answer(options: list[str], colour: str) -> str:
-    """The colour named first, its letter right after it: "green C".
+    """The colour named first, its letter right after it: "It is green C".
 
-    Read this way, the letter is a look-up of the word just written in the option list (an induction
-    step that a 2-layer text-only model learned in about 250 steps of option drills); a bare letter
-    needs the image colour routed to the option list in one step.
+    " green" here is the same token as in the option line "B. green" (a bare "green" at the start of
+    the answer is another token), so the look-up can match on the token itself. Read this way, the
+    letter is a look-up of the word just written in the option list (an induction step that a 2-layer
+    text-only model learned in about 250 steps of option drills); a bare letter needs the image colour
+    routed to the option list in one step. Measured (seed 0, 60 questions): the colour is named right
+    240/240 (135/240 with a bare "green"); the letter is read only partly (world.WorldSize).
     """
+    return f"It is {_colour_letter(options, colour)}"
+
+
+def _colour_letter(options: list[str], colour: str) -> str:
     return f"{colour} {option_letter(options, colour)}"
 
 
 def option_drill_record(sample_id: str, rng: random.Random) -> dict:
-    """Text-only reading practice: shuffled options, then every colour with its letter ("red B, green D, ...")."""
+    """Text-only reading practice: shuffled options, then every colour with its letter ("It is red B, green D, ...")."""
     options = shuffled_colours(rng)
-    answer = ", ".join(colour_answer(options, colour) for colour in COLOUR_OPTIONS)
+    answer = "It is " + ", ".join(_colour_letter(options, colour) for colour in COLOUR_OPTIONS)
     return {"id": sample_id, "conversations": [
         {"from": "human", "value": mmbench_prompt(DRILL_QUESTION, options)}, {"from": "gpt", "value": answer}]}
 

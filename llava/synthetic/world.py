@@ -35,10 +35,12 @@ class WorldSize:
     stage2: int = 1600
     test_questions: int = 60
     text_only_fraction: float = 0.05
-    # Shuffled options (circular test set): instructions answer "green C", stage 1.5 adds text-only
+    # Shuffled options (circular test set): instructions answer "It is green C", stage 1.5 adds text-only
     # option drills (a curriculum) and most of stage 2's text-only samples are drills too.
     shuffle_options: bool = False
-    stage1_5_drills: int = 1600
+    stage1_5_drills: int = 4800
+    # 2 layers never read the letter (circular 0.000); 4 do, partly (smoke, seeds 0/1/2: 0.52/0.00/0.18).
+    shuffled_llm_layers: int = 4
     shuffled_text_only_fraction: float = 0.25
     drill_share: float = 0.8
 
@@ -88,7 +90,8 @@ def build_world(root: str | Path, *, seed: int = 0, blank_images: bool = False,
     rng = random.Random(seed)
     shuffled = size.shuffle_options
     tokenizer = build_tiny_tokenizer(_corpus(random.Random(seed + 99), shuffled), root / "models" / LLM_DIR)
-    for folder in (write_tiny_llm(root / "models" / LLM_DIR, tokenizer, seed),
+    for folder in (write_tiny_llm(root / "models" / LLM_DIR, tokenizer, seed,
+                                                size.shuffled_llm_layers if shuffled else None),
                    write_tiny_vision(root / "models" / VISION_DIR, seed)):
         write_manifest(folder, "model", extra={"source": "random init (tiny)", "seed": seed})
     datasets = root / "datasets"
