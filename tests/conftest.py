@@ -18,9 +18,9 @@ def tiny_tokenizer(tmp_path_factory):
     """The world's BPE with <image>/<video> added, as stage 1 does to the real Qwen tokenizer."""
     from llava.data.processor import add_media_tokens
     from llava.synthetic.tokenizer import build_tiny_tokenizer
-    from llava.synthetic.world import _corpus
+    from llava.synthetic.conversations import tokenizer_corpus
 
-    tokenizer = build_tiny_tokenizer(_corpus(random.Random(99)), tmp_path_factory.mktemp("tok"))
+    tokenizer = build_tiny_tokenizer(tokenizer_corpus(random.Random(99)), tmp_path_factory.mktemp("tok"))
     add_media_tokens(tokenizer)
     return tokenizer
 

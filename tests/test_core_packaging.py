@@ -49,6 +49,9 @@ def test_the_wheel_holds_every_recipe_and_suite(wheel):
         assert files, folder
         missing = [f for f in files if f"llava/resources/{f}" not in names]
         assert not missing, f"not in {wheel.name}: {missing}"
+    # the smoke's instruct LLM stand-in travels as package data too
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert f"llava/resources/tiny-instruct-qwen2/{name}" in names, name
 
 
 def test_an_installed_kit_finds_its_recipes_from_another_folder(wheel, tmp_path):

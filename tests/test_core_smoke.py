@@ -46,17 +46,18 @@ def assert_stage_outputs(out, console: str) -> None:
         assert noise not in console, noise
 
 
-def test_smoke_learns_colour_through_the_image(tmp_path):
+def test_smoke_reads_the_shuffled_options_and_the_image(tmp_path):
+    """Circular: each question asked in VLMEvalKit's 4 rotated option orders, all 4 must be right."""
     report = run_smoke(tmp_path / "smoke")
-    assert report["circular"] is False and report["questions"] >= 50 and report["rows"] == report["questions"]
-    assert report["chance"] == pytest.approx(0.25)
-    assert report["colour_accuracy"] >= 0.90
+    assert report["circular"] is True and report["questions"] >= 50 and report["rows"] == 4 * report["questions"]
+    assert report["chance"] == pytest.approx(0.25 ** 4)
+    assert report["colour_accuracy"] >= 0.90 and report["rows_right"] >= 0.90 * report["rows"]
     assert [s["stage"] for s in report["stages"]] == ["stage1", "stage1_5", "stage2"]
     assert all(math.isfinite(s["train_loss"]) and s["steps"] > 0 for s in report["stages"])
     for name in ("report.md", "loss.png", "eval/acc.csv", "eval/chart.png", "eval/results.json", "eval/loss.png"):
         assert (tmp_path / "smoke" / name).is_file(), name
     text = (tmp_path / "smoke" / "report.md").read_text()
-    assert "![training loss per stage](loss.png)" in text and "fixed order" in text and "Negative control" in text
+    assert "![training loss per stage](loss.png)" in text and "circular" in text and "Negative control" in text
     assert all(Path(path).is_absolute() and Path(path).exists() for path in report["artifacts"].values())
     assert f"`{(tmp_path / 'smoke' / 'eval' / 'table.md').resolve()}`" in text
     for stage in ("stage1", "stage1_5", "stage2"):
@@ -65,6 +66,8 @@ def test_smoke_learns_colour_through_the_image(tmp_path):
 
 
 def test_negative_control_blank_images_stays_at_chance(tmp_path):
+    """Blind to the colour, a model that reads the options well still names one colour: about 25% circular."""
     report = run_smoke(tmp_path / "blank", "--blank-images")
-    assert report["blank_images"] is True and report["questions"] >= 50
-    assert report["colour_accuracy"] <= 0.40
+    assert report["blank_images"] is True and report["circular"] is True and report["questions"] >= 50
+    assert 0.2 <= report["blind_baseline"] <= 0.4  # 4 colours drawn at random
+    assert report["colour_accuracy"] <= report["blind_baseline"] + 0.1

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
 
-from llava.synthetic.shapes import COLOUR_OPTIONS, Scene, mmbench_prompt, option_letter, shuffled_colours
+from llava.synthetic.shapes import (COLOUR_OPTIONS, Scene, mmbench_prompt, option_letter, random_scene,
+                                    shuffled_colours)
 
 DESCRIBE_PROMPT = "\nPlease generate detailed descriptions of the given image."
 COLOUR_QUESTION = "What colour is the shape in the image?"
@@ -69,7 +71,7 @@ def _colour_letter(options: list[str], colour: str) -> str:
 def option_drill_record(sample_id: str, rng: random.Random) -> dict:
     """Text-only reading practice: shuffled options, then every colour with its letter ("It is red B, green D, ...")."""
     options = shuffled_colours(rng)
-    answer = "It is " + ", ".join(_colour_letter(options, colour) for colour in COLOUR_OPTIONS)
+    answer = "It is " + ", ".join(_colour_letter(options, colour) for colour in shuffled_colours(rng))
     return {"id": sample_id, "conversations": [
         {"from": "human", "value": mmbench_prompt(DRILL_QUESTION, options)}, {"from": "gpt", "value": answer}]}
 
@@ -78,3 +80,18 @@ def text_only_record(sample_id: str, rng: random.Random) -> dict:
     a, b = rng.randint(1, 9), rng.randint(1, 9)
     return {"id": sample_id, "conversations": [
         {"from": "human", "value": f"What is {a} plus {b}?"}, {"from": "gpt", "value": f"{a} plus {b} is {a + b}."}]}
+
+
+def tokenizer_corpus(rng: random.Random, shuffled: bool = False) -> list[str]:
+    """Text the tiny BPE is trained on: every string the world can produce, plus chat scaffolding."""
+    texts = ["<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n",
+             "<|im_start|>assistant\n", "Render a clear and concise summary of the photo.",
+             "Please generate detailed descriptions of the given image."]
+    for _ in range(300):
+        scene = random_scene(rng)
+        texts += [json.dumps(f(str(0), "x.png", scene)["conversations"]) for f in (caption_record, description_record)]
+        texts.append(json.dumps(instruction_record("0", "x.png", scene, rng, shuffled)["conversations"]))
+        texts.append(json.dumps(text_only_record("0", rng)["conversations"]))
+        if shuffled:
+            texts.append(json.dumps(option_drill_record("0", rng)["conversations"]))
+    return texts

@@ -14,14 +14,14 @@ TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, nu
                    image_size=56, patch_size=14)
 
 
-def write_tiny_llm(folder: str | Path, tokenizer, seed: int = 0, layers: int | None = None) -> Path:
-    """`layers` overrides TINY_TEXT's depth (the shuffled-options world needs 4 to read the options)."""
+def write_tiny_llm(folder: str | Path, tokenizer, seed: int = 0, overrides: dict | None = None) -> Path:
+    """`overrides` change TINY_TEXT's shape (the instruct stand-in is wider: synthetic/instruct_llm.py)."""
     torch.manual_seed(seed)
     vocab = ((len(tokenizer) + 2 + 63) // 64) * 64  # room for <image>/<video>, as Qwen's padded vocab has
     end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     config = Qwen2Config(vocab_size=vocab, tie_word_embeddings=True, bos_token_id=end,
                          eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-                         **{**TINY_TEXT, **({"num_hidden_layers": layers} if layers else {})})
+                         **{**TINY_TEXT, **(overrides or {})})
     folder = Path(folder)
     Qwen2ForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

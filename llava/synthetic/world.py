@@ -14,7 +14,9 @@ from pathlib import Path
 from llava.evaluate.mmbench_tsv import write_mmbench_tsv
 from llava.manifest import write_manifest
 from llava.synthetic.conversations import (COLOUR_QUESTION, caption_record, description_record,
-                                           instruction_record, option_drill_record, text_only_record)
+                                           instruction_record, option_drill_record, text_only_record,
+                                           tokenizer_corpus)
+from llava.synthetic.instruct_llm import copy_instruct_llm
 from llava.synthetic.shapes import COLOUR_OPTIONS, draw_scene, option_letter, random_scene, shuffled_colours
 from llava.synthetic.tiny_models import write_tiny_llm, write_tiny_vision
 from llava.synthetic.tokenizer import build_tiny_tokenizer
@@ -35,29 +37,21 @@ class WorldSize:
     stage2: int = 1600
     test_questions: int = 60
     text_only_fraction: float = 0.05
-    # Shuffled options (circular test set): instructions answer "It is green C", stage 1.5 adds text-only
-    # option drills (a curriculum) and most of stage 2's text-only samples are drills too.
+    # Shuffled options (circular test set, the smoke's default): the LLM is the shipped instruct stand-in
+    # (synthetic/instruct_llm.py), instructions answer "It is green C", and drills keep its option reading.
     shuffle_options: bool = False
-    stage1_5_drills: int = 4800
-    # 2 layers never read the letter (circular 0.000); 4 do, partly (smoke, seeds 0/1/2: 0.52/0.00/0.18).
-    shuffled_llm_layers: int = 4
+    stage1_5_drills: int = 200
     shuffled_text_only_fraction: float = 0.25
     drill_share: float = 0.8
 
+    @classmethod
+    def circular(cls, **changes) -> "WorldSize":
+        """The smoke's world: shuffled options and 4x the captions, 3x the descriptions of the fixed world.
 
-def _corpus(rng: random.Random, shuffled: bool = False) -> list[str]:
-    """Text the tiny BPE is trained on: every string the world can produce, plus chat scaffolding."""
-    texts = ["<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n",
-             "<|im_start|>assistant\n", "Render a clear and concise summary of the photo.",
-             "Please generate detailed descriptions of the given image."]
-    for _ in range(300):
-        scene = random_scene(rng)
-        texts += [json.dumps(f(str(0), "x.png", scene)["conversations"]) for f in (caption_record, description_record)]
-        texts.append(json.dumps(instruction_record("0", "x.png", scene, rng, shuffled)["conversations"]))
-        texts.append(json.dumps(text_only_record("0", rng)["conversations"]))
-        if shuffled:
-            texts.append(json.dumps(option_drill_record("0", rng)["conversations"]))
-    return texts
+        The letter is then read right (236-240/240 rotated rows on seeds 0-3); the colour needed the extra
+        image samples: at 400/200 it was named right 169/240 on seed 1, at 1600/600 236-240/240.
+        """
+        return cls(**{"shuffle_options": True, "stage1": 1600, "stage1_5": 600, **changes})
 
 
 def _write_stage(root: Path, name: str, count: int, make, rng: random.Random, blank: bool,
@@ -89,10 +83,12 @@ def build_world(root: str | Path, *, seed: int = 0, blank_images: bool = False,
     root = Path(root)
     rng = random.Random(seed)
     shuffled = size.shuffle_options
-    tokenizer = build_tiny_tokenizer(_corpus(random.Random(seed + 99), shuffled), root / "models" / LLM_DIR)
-    for folder in (write_tiny_llm(root / "models" / LLM_DIR, tokenizer, seed,
-                                                size.shuffled_llm_layers if shuffled else None),
-                   write_tiny_vision(root / "models" / VISION_DIR, seed)):
+    llm = root / "models" / LLM_DIR
+    if shuffled:  # reading shuffled options is the LLM's skill, as with the real instruct LLM
+        copy_instruct_llm(llm)
+    else:
+        write_tiny_llm(llm, build_tiny_tokenizer(tokenizer_corpus(random.Random(seed + 99)), llm), seed)
+    for folder in (llm, write_tiny_vision(root / "models" / VISION_DIR, seed)):
         write_manifest(folder, "model", extra={"source": "random init (tiny)", "seed": seed})
     datasets = root / "datasets"
     _write_stage(datasets, "stage1", size.stage1, caption_record, rng, blank_images)
