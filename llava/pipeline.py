@@ -123,10 +123,11 @@ def write_report(out: Path, report: dict, layout: VolumeLayout) -> None:
     loss = write_lineage_chart(layout.checkpoints / "stage2", out / "loss.png", "smoke: training loss per stage")
     report["artifacts"] = smoke_artifacts(out, layout, loss)
     write_text(out / "report.json", json.dumps(report, indent=2))
+    floor = "the blind baseline above" if report["circular"] else "chance"
     control = ("This run is the negative control: the shapes are removed from every image, so the colour "
-               "cannot be seen and accuracy must stay at chance." if report["blank_images"] else
+               f"cannot be seen and accuracy must stay at {floor}." if report["blank_images"] else
                "Negative control: `llava-kit smoke --blank-images` (same world, shapes removed from the images) "
-               "stays at chance; tests/test_core_smoke.py asserts it.")
+               f"stays at {floor}; tests/test_core_smoke.py asserts it.")
     llm = ("; the LLM is the shipped tiny instruct stand-in (llava/resources/tiny-instruct-qwen2), pretrained "
            "text-only to read MMBench options, as the real recipe starts from Qwen2.5-0.5B-Instruct"
            if report["circular"] else "; the LLM is a random tiny Qwen2")

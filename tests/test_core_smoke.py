@@ -1,7 +1,8 @@
 """The whole tiny pipeline: it learns colour through the image path, and only through it.
 
-The negative control removes the shapes from every image (same sizes, same text): the answer letter
-then carries no information the model can see, so accuracy must fall to chance.
+The negative control removes the shapes from every image (same sizes, same text): the colour can no
+longer be seen, so circular accuracy must fall to what a blind reader of the options gets by always
+naming one colour (the report's `blind_baseline`).
 """
 
 from __future__ import annotations

@@ -56,10 +56,10 @@ def colour_answer(options: list[str], colour: str) -> str:
 
     " green" here is the same token as in the option line "B. green" (a bare "green" at the start of
     the answer is another token), so the look-up can match on the token itself. Read this way, the
-    letter is a look-up of the word just written in the option list (an induction step that a 2-layer
-    text-only model learned in about 250 steps of option drills); a bare letter needs the image colour
-    routed to the option list in one step. Measured (seed 0, 60 questions): the colour is named right
-    240/240 (135/240 with a bare "green"); the letter is read only partly (world.WorldSize).
+    letter is a look-up of the word just written in the option list (an induction step, which the shipped
+    instruct stand-in already has: synthetic/instruct_llm.py); a bare letter needs the image colour routed
+    to the option list in one step. Measured (seed 0, 60 questions, earlier 4-layer random LLM): the colour
+    was named right 240/240 rows this way, 135/240 with a bare "green".
     """
     return f"It is {_colour_letter(options, colour)}"
 
@@ -69,7 +69,11 @@ def _colour_letter(options: list[str], colour: str) -> str:
 
 
 def option_drill_record(sample_id: str, rng: random.Random) -> dict:
-    """Text-only reading practice: shuffled options, then every colour with its letter ("It is red B, green D, ...")."""
+    """Text-only reading practice: shuffled options, then every colour with its letter, in a random order.
+
+    The random order matters: with the colours always listed red, green, blue, yellow the model learned
+    one look-up per answer position, not "the letter of the colour just named" (probe 0.455).
+    """
     options = shuffled_colours(rng)
     answer = "It is " + ", ".join(_colour_letter(options, colour) for colour in shuffled_colours(rng))
     return {"id": sample_id, "conversations": [

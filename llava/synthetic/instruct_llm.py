@@ -106,7 +106,9 @@ def build_instruct_llm(out: Path, *, seed: int = 0, batch: int = 16, lr: float =
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step(), warmup.step(), optimizer.zero_grad()
+        optimizer.step()
+        warmup.step()
+        optimizer.zero_grad()
         if step % 50 == 0:
             accuracy = letter_accuracy(model, tokenizer)
             history.append({"step": step, "loss": round(loss.item(), 4), "letter_accuracy": accuracy})

@@ -86,10 +86,12 @@ def build_world(root: str | Path, *, seed: int = 0, blank_images: bool = False,
     llm = root / "models" / LLM_DIR
     if shuffled:  # reading shuffled options is the LLM's skill, as with the real instruct LLM
         copy_instruct_llm(llm)
+        write_manifest(llm, "model", extra={"source": "shipped tiny instruct stand-in (synthetic/instruct_llm.py)"})
     else:
         write_tiny_llm(llm, build_tiny_tokenizer(tokenizer_corpus(random.Random(seed + 99)), llm), seed)
-    for folder in (llm, write_tiny_vision(root / "models" / VISION_DIR, seed)):
-        write_manifest(folder, "model", extra={"source": "random init (tiny)", "seed": seed})
+        write_manifest(llm, "model", extra={"source": "random init (tiny)", "seed": seed})
+    vision = write_tiny_vision(root / "models" / VISION_DIR, seed)
+    write_manifest(vision, "model", extra={"source": "random init (tiny)", "seed": seed})
     datasets = root / "datasets"
     _write_stage(datasets, "stage1", size.stage1, caption_record, rng, blank_images)
     _write_stage(datasets, "stage1_5", size.stage1_5, description_record, rng, blank_images,
