@@ -67,12 +67,13 @@ class FakeRepo:
     history: list[str] = field(default_factory=list)
 
     def commit(self, files: dict[str, bytes], message: str = "initial", branch: str = "main",
-               description: str = "", replace: bool = True) -> str:
-        """Record a commit on `branch` holding `files` (on top of the branch head unless `replace`)."""
+               description: str = "", replace: bool = True, oid: str | None = None) -> str:
+        """Record a commit on `branch` holding `files` (on top of the branch head unless `replace`);
+        `oid` gives it a chosen sha (a commit a sources file pins), else one is derived from the files."""
         parent = self.refs.get(branch)
         merged = {} if replace or parent is None else dict(self.commits[parent].files)
         merged.update(files)
-        digest = hashlib.sha1(json.dumps(
+        digest = oid or hashlib.sha1(json.dumps(
             [parent, message, sorted((p, hashlib.sha256(d).hexdigest()) for p, d in merged.items())]
         ).encode()).hexdigest()
         self.commits[digest] = Commit(digest, merged, message, description, parent)

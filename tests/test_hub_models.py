@@ -11,6 +11,7 @@ from llava.errors import KitError
 from llava.manifest import require_manifest
 from llava.prepare.models import load_sources, prepare_models
 from fake_hub import FakeHub, allow_loopback
+from source_pins import pinned_revision
 
 QWEN = {
     "config.json": b'{"model_type": "qwen2"}', "generation_config.json": b"{}",
@@ -29,8 +30,8 @@ SIGLIP = {
 def hub(tmp_path, monkeypatch):
     allow_loopback(monkeypatch)
     with FakeHub(tmp_path / "hub") as server:
-        server.add_repo("Qwen/Qwen2.5-0.5B-Instruct").commit(QWEN)
-        server.add_repo("google/siglip-so400m-patch14-384").commit(SIGLIP)
+        for repo_id, files in (("Qwen/Qwen2.5-0.5B-Instruct", QWEN), ("google/siglip-so400m-patch14-384", SIGLIP)):
+            server.add_repo(repo_id).commit(files, oid=pinned_revision(repo_id))
         yield server
 
 
@@ -42,8 +43,7 @@ def test_prepare_models_fetches_both_models_without_pickles(hub, tmp_path):
                                       [QWEN, SIGLIP]):
         manifest = require_manifest(folder, "model")
         assert manifest["extra"]["repo_id"] == repo_id
-        assert manifest["extra"]["revision"] == "main"
-        assert manifest["extra"]["commit"] == hub.repo(repo_id).refs["main"]
+        assert manifest["extra"]["revision"] == manifest["extra"]["commit"] == pinned_revision(repo_id)
         fetched = set(manifest["files"])
         assert "model.safetensors" in fetched and "config.json" in fetched
         assert not any(name.endswith((".bin", ".onnx")) for name in fetched)

@@ -12,6 +12,7 @@ from fake_hub import FakeHub, allow_loopback
 from llava.cli import main
 from llava.manifest import require_manifest
 from prepare_samples import image_bytes, record, recap_shard, write_image, zip_bytes
+from source_pins import pinned_revision
 
 
 @pytest.fixture()
@@ -36,15 +37,15 @@ def _publish_sources(hub: FakeHub, tmp_path: Path) -> dict[str, str]:
             "blip_laion_cc_sbu_558k.json": json.dumps(pretrain).encode(),
             "blip_laion_cc_sbu_558k_meta.json": b"[]",
             "images.zip": zip_bytes(members),
-        }),
+        }, oid=pinned_revision("liuhaotian/LLaVA-Pretrain")),
         "lmms-lab/LLaVA-ReCap-118K": hub.add_repo("lmms-lab/LLaVA-ReCap-118K", "dataset").commit({
             "data/train-00000-of-00001.parquet": (tmp_path / "recap.parquet").read_bytes(),
             "README.md": b"# ReCap",
-        }),
+        }, oid=pinned_revision("lmms-lab/LLaVA-ReCap-118K")),
         "liuhaotian/LLaVA-Instruct-150K": hub.add_repo("liuhaotian/LLaVA-Instruct-150K", "dataset").commit({
             "llava_v1_5_mix665k.json": json.dumps(mix).encode(),
             "llava_instruct_150k.json": b"[]" * 1000,
-        }),
+        }, oid=pinned_revision("liuhaotian/LLaVA-Instruct-150K")),
     }
 
 
@@ -65,14 +66,40 @@ def test_prepare_data_all_stages_from_the_hub(hub, tmp_path, monkeypatch):
         assert body["metrics"]["samples"] == samples
         assert body["metrics"]["quarantined"] == 0
         assert body["extra"]["source"]["commit"] == commits[repo_id]
-        assert body["extra"]["source"]["revision"] == "main"
+        assert body["extra"]["source"]["revision"] == (pinned_revision(repo_id) or "main")
         assert body["extra"]["source"]["origin"] == "hub"
+        assert body["extra"]["source"]["pin"].startswith("pinned" if pinned_revision(repo_id) else "first-use")
     # only the files the source table names were fetched
     assert not hub.requests_for("GET", "blip_laion_cc_sbu_558k_meta.json")
     assert not hub.requests_for("GET", "llava_instruct_150k.json")
     assert not hub.requests_for("GET", "README.md")
     stage2 = json.loads((tmp_path / "datasets/stage2/data.json").read_text())
     assert not any("ocr_vqa" in entry.get("image", "") for entry in stage2)
+
+
+def test_a_first_use_commit_is_recorded_and_reused_after_the_branch_moves(hub, tmp_path):
+    commits = _publish_sources(hub, tmp_path)
+    first = commits["lmms-lab/LLaVA-ReCap-118K"]
+    base = ["prepare", "data", "--stage", "1.5", "--size", "3", "--endpoint", hub.url, "--workers", "1",
+            "--downloads", str(tmp_path / "dl")]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    pins = json.loads((tmp_path / "dl/first_use.json").read_text())
+    assert pins["dataset:lmms-lab/LLaVA-ReCap-118K@main"]["commit"] == first
+
+    repo = hub.repo("lmms-lab/LLaVA-ReCap-118K", "dataset")
+    repo.commit({"data/train-00000-of-00001.parquet": b"not parquet"}, "a later push")
+    hub.clear_log()
+    assert main([*base, "--out", str(tmp_path / "b")]) == 0  # the recorded commit, not the moved branch
+    assert hub.requests_for(contains=f"/revision/{first}") and not hub.requests_for(contains="/revision/main")
+
+    source = require_manifest(tmp_path / "b", "dataset")["extra"]["source"]
+    assert source["commit"] == first and source["revision"] == "main"
+    assert source["pin"] == (f"first-use, recorded {pins['dataset:lmms-lab/LLaVA-ReCap-118K@main']['recorded_at']} "
+                             f"in {tmp_path / 'dl/first_use.json'}")
+    assert (tmp_path / "b/data.json").read_bytes() == (tmp_path / "a/data.json").read_bytes()
+
+    assert main([*base, "--out", str(tmp_path / "c"), "--revision", first]) == 0  # an explicit revision wins
+    assert require_manifest(tmp_path / "c", "dataset")["extra"]["source"]["pin"] == "--revision"
 
 
 def test_missing_revision_and_missing_repo_are_named(hub, tmp_path, capsys):
@@ -91,7 +118,7 @@ def test_missing_revision_and_missing_repo_are_named(hub, tmp_path, capsys):
 
 def test_prepare_models_cli_fills_the_models_volume(hub, tmp_path, monkeypatch, capsys):
     commits = [hub.add_repo(repo_id).commit({"config.json": b"{}", "model.safetensors": b"W" * 300,
-                                              "pytorch_model.bin": b"PICKLE"})
+                                              "pytorch_model.bin": b"PICKLE"}, oid=pinned_revision(repo_id))
                for repo_id in ("Qwen/Qwen2.5-0.5B-Instruct", "google/siglip-so400m-patch14-384")]
     monkeypatch.setenv("LLAVA_KIT_MODELS", str(tmp_path / "models"))
 

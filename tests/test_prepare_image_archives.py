@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import pytest
 import yaml
@@ -158,14 +159,74 @@ def test_a_wrong_checksum_sets_the_file_aside_and_keeps_the_others(world, capsys
     assert server.gets("/vg/images2.zip") == [None] and server.gets("/vg/images.zip") == []
 
 
-def test_a_size_that_differs_from_the_sources_file_is_named(world, capsys):
+def test_a_size_that_differs_from_the_pin_is_refused_before_download_and_before_extraction(world, capsys):
     server, _, _, tmp = world
-    _pin(world, "textvqa", "train_val_images.zip", size=len(server.files["/textvqa/train_val_images.zip"]) + 10)
+    blob = server.files["/textvqa/train_val_images.zip"]
+    _pin(world, "textvqa", "train_val_images.zip", size=len(blob) + 10)
 
     assert _run(world) == 2
     err = capsys.readouterr().err
-    assert f"image archive {server.url}/textvqa/train_val_images.zip has no bytes past" in err
-    assert "the archive changed or the sources file is wrong" in err
+    assert (f"image archive {server.url}/textvqa/train_val_images.zip announces {len(blob)} bytes, the sources "
+            f"file pins {len(blob) + 10}") in err and "nothing was downloaded" in err
+    assert not [r for r in server.requests if r[0] == "GET"]  # refused at the plan, before any download
+
+    # an archive already on disk whose size is not the pin: refused with the file named, nothing extracted
+    _pin(world, "textvqa", "train_val_images.zip", size=len(blob))
+    assert _run(world) == 0
+    on_disk = tmp / "dl/images/archives/textvqa/train_val_images.zip"
+    on_disk.write_bytes(blob + b"x" * 10)
+    shutil.rmtree(tmp / "dl/images/roots")
+    assert _run(world) == 2
+    err = capsys.readouterr().err
+    assert f"image archive {on_disk} has {len(blob) + 10} bytes, the sources file pins {len(blob)}" in err
+    assert not (tmp / "dl/images/roots").exists()
+
+
+def test_a_first_use_sha256_is_recorded_and_a_later_download_held_to_it(world, capsys):
+    server, _, _, tmp = world
+    _pin(world, "coco", "train2017.zip", sha256=hashlib.sha256(server.files["/coco/train2017.zip"]).hexdigest())
+
+    assert _run(world) == 0
+
+    pins = json.loads((tmp / "dl/images/archives/first_use.json").read_text())
+    gqa_url = f"{server.url}/gqa/images.zip"
+    assert pins[gqa_url]["sha256"] == hashlib.sha256(server.files["/gqa/images.zip"]).hexdigest()
+    assert pins[gqa_url]["size"] == len(server.files["/gqa/images.zip"]) and pins[gqa_url]["recorded_at"]
+    assert f"{server.url}/coco/train2017.zip" not in pins  # pinned in the sources file, not first-use
+    rows = {row["url"]: row for row in require_manifest(tmp / "out", "dataset")["extra"]["image_archives"]}
+    assert rows[gqa_url]["checks"] == {"size": "server Content-Length", "sha256": "first-use"}
+    assert rows[gqa_url]["sha256"] == pins[gqa_url]["sha256"]
+    assert rows[f"{server.url}/coco/train2017.zip"]["checks"]["sha256"] == "pinned"
+
+    # the publisher's archive changes; a later download (the file was deleted) is held to the first-use pin
+    (tmp / "dl/images/archives/gqa/images.zip").unlink()
+    shutil.rmtree(tmp / "dl/images/roots")
+    server.files["/gqa/images.zip"] = _zip(["images/2354786.jpg", "images/other.jpg"])
+    assert _run(world) == 2
+    err = capsys.readouterr().err
+    bad = tmp / "dl/images/archives/gqa/images.zip.bad-checksum"
+    assert f"image archive {gqa_url}: sha256 " in err and str(bad) in err
+    assert f"the first-use sha256 recorded in {tmp / 'dl/images/archives/first_use.json'}" in err
+    assert pins[gqa_url]["sha256"] in err and bad.is_file()
+    assert not (tmp / "dl/images/roots").exists()  # refused before extraction
+    assert json.loads((tmp / "dl/images/archives/first_use.json").read_text()) == pins  # never rewritten
+
+
+def test_an_archive_without_a_member_under_its_holds_folder_is_refused_before_extraction(world, capsys):
+    server, _, sources, tmp = world
+    table = yaml.safe_load(sources.read_text())
+    for entry, holds in zip(table["stages"]["2"]["image_archives"]["vg"], ("VG_100K/", "VG_100K_2/")):
+        entry["holds"] = holds
+    sources.write_text(yaml.safe_dump(table))
+    server.files["/vg/images2.zip"] = _zip(["images2/1.jpg"])  # the folder inside is not the one pinned
+
+    assert _run(world) == 2
+
+    err = capsys.readouterr().err
+    archive = tmp / "dl/images/archives/vg/images2.zip"
+    assert f"image archive {archive}: the sources file says it holds 'VG_100K_2/', but no member is under it " \
+           "(its first member is 'images2/1.jpg'); nothing was extracted" in err
+    assert not (tmp / "dl/images/roots").exists()
 
 
 def test_an_image_missing_from_the_archives_is_named(world, capsys):
@@ -177,7 +238,7 @@ def test_an_image_missing_from_the_archives_is_named(world, capsys):
     err = capsys.readouterr().err
     assert "1 images the subset references are in none of coco's archives" in err
     assert str(tmp / "dl/images/archives/coco/train2017.zip") in err and "coco/train2017/404.jpg" in err
-    assert (tmp / "dl/images/roots/coco/train2017/000000000009.jpg").is_file()  # extracted ones are kept
+    assert not (tmp / "dl/images/roots").exists()  # refused before any source's member was extracted
 
 
 def test_unknown_root_name_and_a_source_without_archive(world, tmp_path, capsys):

@@ -1,15 +1,24 @@
-"""Get a stage's source files: from the Hub (pinned, resumable) or from a folder the user already has."""
+"""Get a stage's source files: from the Hub (pinned, resumable) or from a folder the user already has.
+
+A table revision that is not a 40-hex commit (`main`, or none) is pinned at first use: the commit the
+first download resolves it to is recorded in `<downloads>/first_use.json`, and every later prepare with
+the same downloads folder fetches that commit, not whatever the branch has moved to.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llava.errors import KitError
 from llava.manifest import sha256_file
+from llava.prepare.first_use import FirstUsePins
 from llava.prepare.sources import StageSource
+
+COMMIT = re.compile("^[0-9a-f]{40}$")
 
 
 @dataclass
@@ -21,6 +30,7 @@ class FetchedSource:
     revision: str | None
     commit: str | None
     origin: str  # "hub" | "local"
+    pin: str | None = None  # how the commit was chosen: pinned, first-use (recorded/reused), --revision
     hashes: dict[str, str] = field(default_factory=dict)
 
     def file(self, rel: str) -> Path:
@@ -55,7 +65,7 @@ class FetchedSource:
     def record(self) -> dict[str, Any]:
         """What the dataset manifest keeps about the source."""
         return {"repo_id": self.repo_id, "revision": self.revision, "commit": self.commit,
-                "origin": self.origin, "files_sha256": dict(sorted(self.hashes.items()))}
+                "origin": self.origin, "pin": self.pin, "files_sha256": dict(sorted(self.hashes.items()))}
 
 
 def fetch_source(
@@ -74,9 +84,19 @@ def fetch_source(
         return FetchedSource(Path(local_dir), hub.repo_id, None, None, "local")
     from llava.prepare.hub import fetch_repo  # the Hub engineer's downloader; raises KitErrors
 
-    wanted = revision or hub.revision
+    wanted = revision or hub.revision or "main"
+    pins, key = FirstUsePins(downloads), f"{hub.repo_type}:{hub.repo_id}@{wanted}"
+    first_use = revision is None and not COMMIT.match(wanted)
+    pinned = pins.get(key) if first_use else None
     snapshot = fetch_repo(
         hub.repo_id, downloads / hub.repo_id.replace("/", "--"), repo_type=hub.repo_type,
-        revision=wanted, allow_patterns=hub.files, endpoint=endpoint,
+        revision=pinned["commit"] if pinned else wanted, allow_patterns=hub.files, endpoint=endpoint,
     )
-    return FetchedSource(snapshot.path, hub.repo_id, snapshot.revision, snapshot.commit, "hub")
+    if not first_use:
+        pin = "--revision" if revision else "pinned"
+    elif pinned:
+        pin = f"first-use, recorded {pinned.get('recorded_at')} in {pins.path}"
+    else:
+        recorded = pins.record(key, commit=snapshot.commit)
+        pin = f"first-use, recorded {recorded['recorded_at']} in {pins.path}"
+    return FetchedSource(snapshot.path, hub.repo_id, wanted, snapshot.commit, "hub", pin)

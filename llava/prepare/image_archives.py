@@ -1,19 +1,20 @@
 """Stage-2 image sources from their published archives, for every source the user gave no root for.
 
 The plan (which archives, how many bytes still to fetch) is printed and checked against free disk space
-before the first byte moves. Each archive downloads to `<file>.part` and resumes with an HTTP Range
-request after a crash or a cut connection; a complete file is checked against the size the server
-announced and against the sources file's size/sha256 when it gives them, and only then renamed into
-place. Only the members the subset references are extracted (zip's central directory allows it), into
+before the first byte moves; a server announcing another size than the sources file pins is refused
+before the download, and an archive on disk of another size before extraction. Each archive downloads
+to `<file>.part` and resumes with an HTTP Range request after a crash or a cut connection; a complete
+file is checked against the size and sha256 (pinned in the sources file, else the first-use sha256
+recorded in `archives/first_use.json`) and only then renamed into place. Each archive's layout is
+checked from its central directory, then only the members the subset references are extracted, into
 `downloads/images/<source>/`, which then serves as that source's image root.
 
 Hand-written on purpose: the field's downloaders either do not resume (pooch, urllib) or only speak
-the Hub's protocol (huggingface_hub); this is a plain Range GET over `requests` plus hashlib.
+the Hub's protocol (huggingface_hub); this is a plain Range GET over `requests`, checked with hashlib.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any, Iterable
 from llava.data.record_checks import image_paths
 from llava.durable import move_into_place
 from llava.errors import KitError
+from llava.manifest import sha256_file
+from llava.prepare.first_use import FirstUsePins
 from llava.prepare.sources import ImageArchive
 from llava.prepare.storage import require_free_space
 
@@ -58,7 +61,8 @@ def referenced(records: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
     return wanted
 
 
-def _remote_size(url: str) -> int:
+def _remote_size(url: str) -> int | None:
+    """The size the server announces for `url` (its Content-Length), None when it announces none."""
     import requests
 
     try:
@@ -68,9 +72,30 @@ def _remote_size(url: str) -> int:
         raise KitError(f"image archive {url} cannot be reached: {err}; check the URL in the sources file "
                        "or pass --image-root for that source") from err
     length = reply.headers.get("Content-Length")
-    if not length:
-        raise KitError(f"image archive {url} announces no size (Content-Length): cannot check the download")
-    return int(length)
+    return int(length) if length else None
+
+
+def _size(archive: ImageArchive) -> int:
+    """The archive's size: the pinned one, which the server must announce too, else the announced one."""
+    announced = _remote_size(archive.url)
+    if archive.size is None and announced is None:
+        raise KitError(f"image archive {archive.url} announces no size (Content-Length) and the sources file "
+                       "pins none: cannot check the download; pin its size in the sources file")
+    if archive.size is not None and announced is not None and announced != archive.size:
+        raise KitError(f"image archive {archive.url} announces {announced} bytes, the sources file pins "
+                       f"{archive.size}: the publisher changed the archive or the sources file is wrong; "
+                       "nothing was downloaded")
+    return archive.size or announced
+
+
+def _on_disk(name: str, archive: ImageArchive, path: Path) -> PlannedArchive:
+    """An archive complete from an earlier run; refused (before extraction) when its size is not the pin."""
+    have = path.stat().st_size
+    if archive.size is not None and have != archive.size:
+        raise KitError(f"image archive {path} has {have} bytes, the sources file pins {archive.size} for "
+                       f"{archive.url}: it is not that archive; delete it (a rerun downloads it afresh) or fix "
+                       "the sources file; nothing was extracted")
+    return PlannedArchive(name, archive, path, have, have)
 
 
 def plan_archives(sources: Iterable[str], archives: dict[str, list[ImageArchive]], downloads: Path) -> list[PlannedArchive]:
@@ -83,9 +108,9 @@ def plan_archives(sources: Iterable[str], archives: dict[str, list[ImageArchive]
         for archive in archives[name]:
             path = downloads / name / archive.file_name
             if path.is_file():
-                plan.append(PlannedArchive(name, archive, path, path.stat().st_size, path.stat().st_size))
+                plan.append(_on_disk(name, archive, path))
                 continue
-            size = archive.size or _remote_size(archive.url)
+            size = _size(archive)
             part = _part(path)
             plan.append(PlannedArchive(name, archive, path, size, part.stat().st_size if part.is_file() else 0))
     return plan
@@ -126,12 +151,12 @@ def _get(url: str, part: Path, size: int) -> None:
                 out.write(chunk)
 
 
-def download(item: PlannedArchive) -> Path:
-    """Fetch (or finish fetching) one archive and check it; returns the complete file."""
+def download(item: PlannedArchive, pins: FirstUsePins) -> dict[str, Any]:
+    """Fetch (or finish fetching) one archive and check it; returns its manifest row."""
     import requests
 
     if item.complete:
-        return item.path
+        return _row(item, _held_on_disk(item, pins))
     item.path.parent.mkdir(parents=True, exist_ok=True)
     part, url = _part(item.path), item.archive.url
     reason = None
@@ -151,53 +176,83 @@ def download(item: PlannedArchive) -> Path:
         raise KitError(f"download of {url} into {part} stopped at {have} of {item.size} bytes "
                        f"({reason or 'the server closed the connection'}): run the same command again to resume "
                        "from there (the bytes already on disk are kept)")
-    _check_checksum(item.archive, part, item.path)
-    return move_into_place(part, item.path)
+    sha256 = _check_checksum(item.archive, part, item.path, pins)
+    move_into_place(part, item.path)
+    return _row(item, sha256)
 
 
-def _check_checksum(archive: ImageArchive, part: Path, final: Path) -> None:
-    if archive.sha256 is None:
-        return
-    digest = hashlib.sha256()
-    with open(part, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    if digest.hexdigest() != archive.sha256:
+def _held_on_disk(item: PlannedArchive, pins: FirstUsePins) -> str:
+    """The sha256 an archive complete on disk was checked against (a first-use one is recorded now if an
+    earlier kit downloaded it without recording)."""
+    if item.archive.sha256 is not None:
+        return item.archive.sha256
+    pin = pins.get(item.archive.url)
+    if pin is None:
+        pin = pins.record(item.archive.url, sha256=sha256_file(item.path), size=item.size, file=item.path.name)
+    return pin["sha256"]
+
+
+def _check_checksum(archive: ImageArchive, part: Path, final: Path, pins: FirstUsePins) -> str:
+    """The complete download's sha256, held to the pinned one, else to the first-use one (recorded now
+    if this is the first download); a mismatch sets the file aside and names it."""
+    actual = sha256_file(part)
+    pin = pins.get(archive.url) if archive.sha256 is None else None
+    expected, where = (archive.sha256, "the sources file's") if archive.sha256 else (
+        (pin["sha256"], f"the first-use sha256 recorded in {pins.path} on {pin.get('recorded_at')}") if pin
+        else (None, ""))
+    if expected is None:
+        pins.record(archive.url, sha256=actual, size=part.stat().st_size, file=final.name)
+        return actual
+    if actual != expected:
         bad = final.with_name(final.name + ".bad-checksum")
         os.replace(part, bad)
-        raise KitError(f"image archive {archive.url}: sha256 {digest.hexdigest()} of the download does not match "
-                       f"the sources file's {archive.sha256}; the file was set aside as {bad} (delete it), and "
-                       "a rerun downloads it afresh; if the publisher changed the archive, update the sources file")
+        fix = ("if the publisher changed the archive, update the sources file" if archive.sha256 else
+               f"if the publisher changed the archive on purpose, delete its entry in {pins.path}")
+        raise KitError(f"image archive {archive.url}: sha256 {actual} of the download does not match "
+                       f"{where} {expected}; the file was set aside as {bad} (delete it), and a rerun downloads "
+                       f"it afresh; {fix}")
+    return actual
+
+
+def _row(item: PlannedArchive, sha256: str) -> dict[str, Any]:
+    """The manifest row of one archive: what it is and which of its checks were pinned or first-use."""
+    return {"source": item.source, "url": item.archive.url, "file": item.path.name, "size": item.size,
+            "sha256": sha256, "checks": {
+                "size": "pinned" if item.archive.size else "server Content-Length",
+                "sha256": "pinned" if item.archive.sha256 else "first-use"}}
+
+
+def _check_source(name: str, items: list[PlannedArchive], want: set[str]) -> list[set[str]]:
+    """Each archive's directory, once the source's layout is checked against the sources file."""
+    from llava.prepare.archive_layout import check_holds, check_layout, member_names
+
+    directories = [member_names(item.path) for item in items]
+    for item, names in zip(items, directories):
+        check_holds(item.path, names, item.archive.holds)
+    files = ", ".join(str(item.path) for item in items)
+    left = check_layout(f"the archives of image source {name!r} ({files})", set().union(*directories), want,
+                        f"`holds` of source {name!r} in the sources file, or pass --image-root {name}=PATH")
+    if left:
+        paths = ", ".join(f"{name}/{path}" for path in sorted(left)[:5])
+        more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+        raise KitError(f"{len(left)} images the subset references are in none of {name}'s archives "
+                       f"({files}): {paths}{more}; nothing was extracted")
+    return directories
 
 
 def extract_referenced(plan: list[PlannedArchive], wanted: dict[str, set[str]], roots_dir: Path) -> dict[str, Path]:
-    """Extract what the subset references from each source's archives; returns source -> image root."""
-    import zipfile
+    """Extract what the subset references from each source's archives; returns source -> image root.
 
+    Every archive's layout is checked from its central directory before any member is extracted.
+    """
     from llava.prepare.archives import extract_zip
 
-    roots = {}
-    for name in sorted({item.source for item in plan}):
-        root = roots_dir / name
-        left = set(wanted.get(name, ()))
-        items = [item for item in plan if item.source == name]
-        for item in items:
-            try:
-                with zipfile.ZipFile(item.path) as handle:
-                    inside = left & set(handle.namelist())
-            except (zipfile.BadZipFile, OSError) as err:
-                raise KitError(f"image archive {item.path} is not a readable zip ({err}): delete it and run "
-                               "the command again to re-download it") from err
-            extract_zip(item.path, root, members=inside)
-            left -= inside
-        if left:
-            names = ", ".join(f"{name}/{path}" for path in sorted(left)[:5])
-            more = f" and {len(left) - 5} more" if len(left) > 5 else ""
-            files = ", ".join(str(item.path) for item in items)
-            raise KitError(f"{len(left)} images the subset references are in none of {name}'s archives "
-                           f"({files}): {names}{more}; the images extracted so far are kept in {root}")
-        roots[name] = root
-    return roots
+    sources = {name: [item for item in plan if item.source == name] for name in sorted({i.source for i in plan})}
+    checked = {name: _check_source(name, items, set(wanted.get(name, ()))) for name, items in sources.items()}
+    for name, items in sources.items():
+        for item, names in zip(items, checked[name]):
+            extract_zip(item.path, roots_dir / name, members=set(wanted.get(name, ())) & names)
+    return {name: roots_dir / name for name in sources}
 
 
 def fetch_image_sources(records: list[dict[str, Any]], roots: dict[str, Path],
@@ -213,9 +268,7 @@ def fetch_image_sources(records: list[dict[str, Any]], roots: dict[str, Path],
     print(describe_plan(plan), flush=True)
     require_free_space(downloads, sum(item.size - item.have for item in plan if not item.complete),
                        "downloading the stage-2 image archives")
-    for item in plan:
-        download(item)
+    pins = FirstUsePins(downloads / "archives")
+    rows = [download(item, pins) for item in plan]
     fetched = extract_referenced(plan, wanted, downloads / "roots")
-    rows = [{"source": item.source, "url": item.archive.url, "file": item.path.name, "size": item.size,
-             "sha256": item.archive.sha256} for item in plan]
     return fetched, rows

@@ -28,6 +28,7 @@ class ModelSource(BaseModel):
     name: str
     repo_id: str
     revision: str = "main"
+    source: str | None = None  # where the pinned revision was confirmed
     allow_patterns: list[str]
 
     @field_validator("allow_patterns")

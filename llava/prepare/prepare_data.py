@@ -109,11 +109,14 @@ def _materialise_images(source: StageSource, fetched: FetchedSource, pool: Pool,
         write_recap_images(pool.recap_shards, chosen, pool.recap_rows, images_dir, source.image_subdir, source.columns)
         return []
     if source.images_archive:
+        from llava.prepare.archive_layout import check_layout, member_names
         from llava.prepare.archives import extract_zip
 
-        members = None if whole_pool else {path for record in chosen for path in image_paths(record)}
-        extract_zip(fetched.file(source.images_archive), images_dir, members=members,
-                    strip_prefix=source.archive_strip_prefix)
+        archive, prefix = fetched.file(source.images_archive), source.archive_strip_prefix
+        wanted = {path for record in chosen for path in image_paths(record)}
+        check_layout(f"image archive {archive}", member_names(archive), {prefix + path for path in wanted},
+                     f"archive_strip_prefix ({prefix!r}) of stage {opts.stage} in the sources file")
+        extract_zip(archive, images_dir, members=None if whole_pool else wanted, strip_prefix=prefix)
         return []
     if source.image_sources:
         from llava.prepare.image_archives import fetch_image_sources

@@ -20,7 +20,8 @@ class HubSource(BaseModel):
 
     repo_id: str
     repo_type: Literal["dataset", "model"] = "dataset"
-    revision: str | None = None
+    revision: str | None = None  # a 40-hex commit, else a first-use pin (see fetch.py)
+    source: str | None = None  # where the pinned commit was confirmed
     files: list[str] = Field(min_length=1)
 
 
@@ -40,13 +41,16 @@ class Columns(BaseModel):
 
 
 class ImageArchive(BaseModel):
-    """One published archive of a stage-2 image source; size and checksum are checked when given."""
+    """One published archive of a stage-2 image source; size and checksum are checked when given, a
+    missing sha256 is pinned at first use, and `holds` is the folder its images sit in."""
 
     model_config = ConfigDict(extra="forbid")
 
     url: str
     size: int | None = Field(None, gt=0)
     sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$")
+    holds: str | None = Field(None, pattern="^[^/].*/$")  # e.g. "train2017/", below the source's root
+    source: str | None = None  # where size and sha256 were confirmed
 
     @property
     def file_name(self) -> str:
