@@ -7,6 +7,7 @@ about a second, naming the member found and the one expected, instead of after h
 
 from __future__ import annotations
 
+import heapq
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Iterable
@@ -24,6 +25,9 @@ def member_names(archive: Path) -> set[str]:
                        "the command again to re-download it") from err
 
 
+SAMPLE = 20  # absent members looked up elsewhere in the archive: a layout mismatch shows in any of them
+
+
 def _shared_tail(a: tuple[str, ...], b: tuple[str, ...]) -> int:
     count = 0
     for left, right in zip(reversed(a), reversed(b)):
@@ -33,11 +37,20 @@ def _shared_tail(a: tuple[str, ...], b: tuple[str, ...]) -> int:
     return count
 
 
-def _same_file_elsewhere(expected: str, by_name: dict[str, list[str]]) -> str | None:
-    """The member holding `expected`'s file under other folders (the longest shared path tail wins)."""
-    want = PurePosixPath(expected).parts
-    found = by_name.get(want[-1], [])
-    return max(found, key=lambda name: (_shared_tail(PurePosixPath(name).parts, want), name), default=None)
+def _same_files_elsewhere(absent: list[str], names: set[str]) -> tuple[str, str] | None:
+    """(expected, found): the first of `absent` whose file the archive holds under other folders, with the
+    member sharing the longest path tail; one pass over the directory."""
+    by_base = {want.rpartition("/")[2]: [] for want in absent}
+    for name in names:
+        base = name.rpartition("/")[2]
+        if base in by_base:
+            by_base[base].append(name)
+    for want in absent:
+        parts = PurePosixPath(want).parts
+        found = by_base[want.rpartition("/")[2]]
+        if found:
+            return want, max(found, key=lambda name: (_shared_tail(PurePosixPath(name).parts, parts), name))
+    return None
 
 
 def _prefix_note(expected: str, found: str) -> str:
@@ -59,15 +72,12 @@ def check_layout(archives: str, names: set[str], expected: Iterable[str], fix: s
     missing = expected - names
     if not missing:
         return missing
-    by_name: dict[str, list[str]] = {}
-    for name in names:
-        by_name.setdefault(PurePosixPath(name).name, []).append(name)
-    for want in sorted(missing):
-        found = _same_file_elsewhere(want, by_name)
-        if found is not None:
-            raise KitError(f"{archives}: the sources file's layout expects member {want!r}, the archive has "
-                           f"{found!r} instead{_prefix_note(want, found)} ({len(missing)} of {len(expected)} "
-                           f"referenced members are not where expected); nothing was extracted: fix {fix}")
+    elsewhere = _same_files_elsewhere(heapq.nsmallest(SAMPLE, missing), names)
+    if elsewhere is not None:
+        want, found = elsewhere
+        raise KitError(f"{archives}: the sources file's layout expects member {want!r}, the archive has "
+                       f"{found!r} instead{_prefix_note(want, found)} ({len(missing)} of {len(expected)} "
+                       f"referenced members are not where expected); nothing was extracted: fix {fix}")
     if missing == expected:
         first = min(names) if names else "(no file members)"
         raise KitError(f"{archives}: none of the {len(expected)} members the sources file's layout expects is "

@@ -192,22 +192,28 @@ def _held_on_disk(item: PlannedArchive, pins: FirstUsePins) -> str:
     return pin["sha256"]
 
 
+def _expected_sha256(archive: ImageArchive, pins: FirstUsePins) -> tuple[str | None, str, str]:
+    """(sha256 to hold the download to, where it comes from, how to accept a changed archive); None when
+    this is the first download of a first-use archive."""
+    if archive.sha256 is not None:
+        return archive.sha256, "the sources file's", "if the publisher changed the archive, update the sources file"
+    pin = pins.get(archive.url)
+    if pin is None:
+        return None, "", ""
+    return (pin["sha256"], f"the first-use sha256 recorded in {pins.path} on {pin.get('recorded_at')}",
+            f"if the publisher changed the archive on purpose, delete its entry in {pins.path}")
+
+
 def _check_checksum(archive: ImageArchive, part: Path, final: Path, pins: FirstUsePins) -> str:
     """The complete download's sha256, held to the pinned one, else to the first-use one (recorded now
     if this is the first download); a mismatch sets the file aside and names it."""
     actual = sha256_file(part)
-    pin = pins.get(archive.url) if archive.sha256 is None else None
-    expected, where = (archive.sha256, "the sources file's") if archive.sha256 else (
-        (pin["sha256"], f"the first-use sha256 recorded in {pins.path} on {pin.get('recorded_at')}") if pin
-        else (None, ""))
+    expected, where, fix = _expected_sha256(archive, pins)
     if expected is None:
         pins.record(archive.url, sha256=actual, size=part.stat().st_size, file=final.name)
-        return actual
-    if actual != expected:
+    elif actual != expected:
         bad = final.with_name(final.name + ".bad-checksum")
         os.replace(part, bad)
-        fix = ("if the publisher changed the archive, update the sources file" if archive.sha256 else
-               f"if the publisher changed the archive on purpose, delete its entry in {pins.path}")
         raise KitError(f"image archive {archive.url}: sha256 {actual} of the download does not match "
                        f"{where} {expected}; the file was set aside as {bad} (delete it), and a rerun downloads "
                        f"it afresh; {fix}")
