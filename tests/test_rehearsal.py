@@ -59,7 +59,7 @@ def _records(world: Path, stage: str) -> list[dict]:
 def _publish_inputs(world: Path, hub, archives, tmp: Path) -> dict[str, str]:
     """The shapes world in the real sources' formats; returns repo id -> commit."""
     from prepare_samples import recap_shard, zip_bytes
-    from source_pins import pinned_revision
+    from source_pins import pinned_revision as pin  # the commits the packaged sources files pin
 
     images = lambda stage: world / "datasets" / stage / "images"  # noqa: E731
     pretrain = _records(world, "stage1")
@@ -82,18 +82,20 @@ def _publish_inputs(world: Path, hub, archives, tmp: Path) -> dict[str, str]:
             for n in range(3)]  # the seed's filter drops these before sampling: no archive needed
     for (source, archive), files in zips.items():
         archives.files[f"/{source}/{archive}"] = zip_bytes(files)
-    files = {
-        ("Qwen/Qwen2.5-0.5B-Instruct", "model"): _model_files(world / "models" / "tiny-qwen2"),
-        ("google/siglip-so400m-patch14-384", "model"): _model_files(world / "models" / "tiny-siglip"),
-        ("liuhaotian/LLaVA-Pretrain", "dataset"): {
+    commits = {
+        "Qwen/Qwen2.5-0.5B-Instruct": hub.add_repo("Qwen/Qwen2.5-0.5B-Instruct").commit(
+            _model_files(world / "models" / "tiny-qwen2"), oid=pin("Qwen/Qwen2.5-0.5B-Instruct")),
+        "google/siglip-so400m-patch14-384": hub.add_repo("google/siglip-so400m-patch14-384").commit(
+            _model_files(world / "models" / "tiny-siglip"), oid=pin("google/siglip-so400m-patch14-384")),
+        "liuhaotian/LLaVA-Pretrain": hub.add_repo("liuhaotian/LLaVA-Pretrain", "dataset").commit({
             "blip_laion_cc_sbu_558k.json": json.dumps(pretrain).encode(), "images.zip": zip_bytes(members)},
-        ("lmms-lab/LLaVA-ReCap-118K", "dataset"): {
-            "data/train-00000-of-00001.parquet": (tmp / "recap.parquet").read_bytes()},
-        ("liuhaotian/LLaVA-Instruct-150K", "dataset"): {"llava_v1_5_mix665k.json": json.dumps(mix).encode()},
+            oid=pin("liuhaotian/LLaVA-Pretrain")),
+        "lmms-lab/LLaVA-ReCap-118K": hub.add_repo("lmms-lab/LLaVA-ReCap-118K", "dataset").commit({
+            "data/train-00000-of-00001.parquet": (tmp / "recap.parquet").read_bytes()}),
+        "liuhaotian/LLaVA-Instruct-150K": hub.add_repo("liuhaotian/LLaVA-Instruct-150K", "dataset").commit({
+            "llava_v1_5_mix665k.json": json.dumps(mix).encode()}, oid=pin("liuhaotian/LLaVA-Instruct-150K")),
     }
-    # published at the commits the packaged sources files pin, as on the real Hub
-    return {repo_id: hub.add_repo(repo_id, repo_type).commit(content, oid=pinned_revision(repo_id))
-            for (repo_id, repo_type), content in files.items()}
+    return commits
 
 
 def _source_table(archives, folder: Path) -> Path:
@@ -104,8 +106,8 @@ def _source_table(archives, folder: Path) -> Path:
     table["stages"]["1.5"]["subset"] = {"size": SIZES["stage1_5"], "seed": 0}
     table["stages"]["2"]["subset"] = {"size": SIZES["stage2"], "seed": 0}
     urls: dict[str, list] = {}
-    for source, archive, folder in STAGE2_SOURCES:
-        urls.setdefault(source, []).append({"url": f"{archives.url}/{source}/{archive}", "holds": f"{folder}/"})
+    for source, archive, holds in STAGE2_SOURCES:
+        urls.setdefault(source, []).append({"url": f"{archives.url}/{source}/{archive}", "holds": f"{holds}/"})
     table["stages"]["2"]["image_archives"] = urls
     path = folder / "dataset_sources.yaml"
     path.write_text(yaml.safe_dump(table, sort_keys=False))
