@@ -68,5 +68,22 @@ def test_the_packaged_files_load_with_their_pins():
     assert models["Qwen/Qwen2.5-0.5B-Instruct"] == "7ae557604adf67be50417f59c2c2f167def9a775"
     assert models["google/siglip-so400m-patch14-384"] == "9fdffc58afc957d1a03a25b10dba0329ab15c2a3"
     archives = load_sources(DEFAULT_SOURCES)["2"].image_archives
-    assert [(a.file_name, a.holds) for a in archives["vg"]] == [("images.zip", "VG_100K/"), ("images2.zip", "VG_100K_2/")]
+    assert [(a.file_name, a.holds) for a in archives["vg"]] == [("images.zip", "VG_100K/"),
+                                                                ("images2.zip", "VG_100K_2/")]
     assert archives["gqa"][0].size == 21_817_965_542 and archives["gqa"][0].sha256 is None
+
+
+def test_a_first_use_pin_is_kept_and_a_broken_pin_file_is_named(tmp_path):
+    import pytest
+
+    from llava.errors import KitError
+    from llava.prepare.first_use import FirstUsePins
+
+    pins = FirstUsePins(tmp_path)
+    entry = pins.record("dataset:a/b@main", commit="c" * 40)
+    assert FirstUsePins(tmp_path).get("dataset:a/b@main") == entry and entry["recorded_at"]
+    with pytest.raises(KitError, match="already pinned in .*first_use.json; delete that entry"):
+        pins.record("dataset:a/b@main", commit="d" * 40)
+    (tmp_path / "first_use.json").write_text("{not json")
+    with pytest.raises(KitError, match=f"first-use pin file {tmp_path / 'first_use.json'} is unreadable"):
+        pins.get("dataset:a/b@main")

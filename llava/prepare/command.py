@@ -35,7 +35,8 @@ def _register_data(verbs) -> None:
     data.add_argument("--out", type=Path, help="dataset folder (default: datasets/<stage dir> of the volume layout)")
     data.add_argument("--sources", type=Path, help="dataset source table (default: llava/prepare/dataset_sources.yaml)")
     data.add_argument("--endpoint", help="Hub endpoint or mirror (default: HF_ENDPOINT or huggingface.co)")
-    data.add_argument("--revision", help="override the source revision (branch, tag or commit)")
+    data.add_argument("--revision", help="override the source revision (branch, tag or commit): the table's "
+                      "pin and a first-use pin alike")
     data.add_argument("--source-dir", type=Path, help="use source files already on disk instead of downloading")
     data.add_argument("--downloads", type=Path, help="download cache (default: datasets/.downloads)")
     data.add_argument("--seed", type=int, help="subset seed (default: from the source table)")
