@@ -44,11 +44,12 @@ def smoke_layout(out: Path) -> VolumeLayout:
 
 
 def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bool = False,
-              world_size=None, fixed_options: bool = False) -> dict:
+              world_size=None, fixed_options: bool = False, overrides: tuple[str, ...] = ()) -> dict:
     """World -> three stages -> builtin MMBench-style eval -> report.md + report.json in `out`.
 
     By default the options are shuffled and scored circularly (the model must read them, as in MMBench);
-    `fixed_options` keeps one order, where the letter follows from the colour alone.
+    `fixed_options` keeps one order, where the letter follows from the colour alone. `overrides`
+    (`key=value`) apply to every stage's recipe after the seed.
     """
     require_smoke_extras()
     from llava.evaluate.service import run_eval
@@ -71,7 +72,7 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
         t0 = time.time()
         # the world was just rebuilt, so resumable state from an earlier smoke run no longer applies
         shutil.rmtree(layout.runs / name, ignore_errors=True)
-        recipe = load_recipe(STAGES_DIR / "smoke" / f"{name}.yaml", [f"training.seed={seed}"])
+        recipe = load_recipe(STAGES_DIR / "smoke" / f"{name}.yaml", [f"training.seed={seed}", *overrides])
         result = train_stage(recipe, layout, run_dir=layout.runs / name)
         stages.append({"stage": name, "train_loss": result.train_loss, "steps": result.global_steps,
                        "skipped": result.skipped, "seconds": round(time.time() - t0, 1)})

@@ -88,12 +88,14 @@ def _manifest_or_none(folder: Path) -> dict[str, Any] | None:
 
 def _stage_record(name: str, folder: Path | None, manifest: dict[str, Any], layout: VolumeLayout,
                   facts: dict[str, Any]) -> StageRecord:
+    from llava.evaluate.loss_curves import seed_loss
+
     metrics = manifest.get("metrics", {})
-    seed = facts["seed"]["stages"].get(name, {})
     recipe, origin = find_recipe(name, manifest)
     record = StageRecord(
         name=name, folder=folder, train_loss=metrics.get("train_loss"),
-        steps=metrics.get("steps", metrics.get("global_step")), seed_loss=seed.get("train_loss"),
+        steps=metrics.get("steps", metrics.get("global_steps")),
+        seed_loss=seed_loss(name, manifest.get("recipe_hash")),  # only a stage that ran the seed's recipe
         recipe=recipe, recipe_origin=origin, manifest=manifest,
     )
     if recipe and recipe.get("data", {}).get("path"):
