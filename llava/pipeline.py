@@ -174,6 +174,7 @@ def smoke_artifacts(out: Path, layout: VolumeLayout, loss: Path | None) -> dict:
 
 
 def register(subparsers) -> None:
+    register_reproduce(subparsers)
     parser = subparsers.add_parser("smoke", help="run the whole pipeline on the tiny shapes world (CPU, minutes)")
     parser.add_argument("--out", default="runs/smoke", help="folder for the world, checkpoints and report")
     parser.add_argument("--seed", type=int, default=0)
@@ -195,3 +196,144 @@ def _print(report: dict, out: str) -> int:
     print(f"logs: {out}/runs/<stage>/train.log, {out}/world.log, {out}/eval.log; "
           f"TensorBoard: tensorboard --logdir {out}/runs")
     return 0
+
+
+# ---- reproduce: a published run's record -> the same inputs, stages and eval -> a verdict ----
+
+def run_reproduce(source: str, *, stages: list[str] | None = None, profile: str | None = None,
+                  out: Path | None = None, endpoint: str | None = None, plan_only: bool = False,
+                  say=print) -> dict | None:
+    """Read the record, say what differs here, prepare, train, evaluate, compare; write out/report.{md,json,png}.
+
+    Every step reuses what an earlier call with the same `out` finished (prepared data, trained stages,
+    answered questions), so a rerun after a crash continues. Returns the report, or None for a plan.
+    """
+    from llava.reproduce.compare import compare_losses, load_tolerances, verdict
+    from llava.reproduce.environment import compare_environment
+    from llava.reproduce.inputs import check_inputs, prepare_inputs, reproduction_layout
+    from llava.reproduce.record import load_record
+    from llava.reproduce.report import write_report
+    from llava.reproduce.training import train_recorded
+
+    home = VolumeLayout.from_env()
+    out = Path(out or home.runs / "reproduce" / source.replace("/", "--").strip("-."))
+    record = load_record(source, out / "record", endpoint)
+    chosen = _chosen_stages(record.stage_names, stages)
+    layout = reproduction_layout(record.body, home, out)
+    environment = compare_environment(record.body["environment"], profile)
+    say(f"reproduce: {record.body['what']['description']}")
+    say(f"record: {record.origin}; stages {', '.join(chosen)}; outputs in {out}")
+    for item in environment.differences or ["environment: identical to the recorded run"]:
+        say(f"  {item}")
+    say(f"  -> {environment.meaning}")
+    _write_recipes(record, chosen, out / "recipes")
+    if plan_only or environment.needs_gpus:
+        _say_plan(record, chosen, out, environment, say)
+        return None
+    prepare_inputs(record, layout, chosen, endpoint, say)
+    data = check_inputs(record, layout, chosen)
+    runs = [train_recorded(record.stage(name), record, layout, profile) for name in chosen]
+    tolerances = load_tolerances(environment.exact)
+    losses = [compare_losses(record.stage(run.name), run, tolerances) for run in runs]
+    complete = chosen == record.stage_names
+    evaluation, eval_check = _reproduce_eval(record, layout, out, tolerances, environment.exact, complete)
+    data += [eval_check] if eval_check else []
+    found = verdict(losses, evaluation, data, runs, complete)
+    last = layout.checkpoints / chosen[-1]
+    report = write_report(out, origin=record.origin, record=record.body, environment=environment,
+                          tolerances=tolerances, data=data, losses=losses, evaluation=evaluation, verdict=found,
+                          checkpoint=last if last.is_dir() else None)
+    say(f"verdict: {found.word}" + "".join(f"\n  - {reason}" for reason in found.reasons))
+    say(f"report: {out / 'report.md'}")
+    return report
+
+
+def _chosen_stages(recorded: list[str], stages: list[str] | None) -> list[str]:
+    if not stages:
+        return recorded
+    unknown = [name for name in stages if name not in recorded]
+    if unknown:
+        raise KitError(f"--stages {','.join(unknown)}: the record holds only {', '.join(recorded)}")
+    return [name for name in recorded if name in stages]
+
+
+def _write_recipes(record, chosen: list[str], folder: Path) -> None:
+    """Each recorded recipe as a file `llava-kit train` takes (what the plan shows; handy for by-hand runs)."""
+    import yaml
+
+    for name in chosen:
+        write_text(folder / f"{name}.yaml", yaml.safe_dump(record.stage(name)["recipe"], sort_keys=False))
+
+
+def _say_plan(record, chosen: list[str], out: Path, environment, say) -> None:
+    why = (f"the recorded run used {environment.needs_gpus} GPU(s) and this machine has none to match"
+           if environment.needs_gpus else "--plan")
+    say(f"not running ({why}); on a GPU host this command would run, in order:")
+    for name in chosen:
+        stage = record.stage(name)
+        data = stage.get("dataset") or {}
+        for model in (stage.get("models") or {}).values():
+            if model and model.get("repo_id"):
+                say(f"  llava-kit prepare models  # {model['repo_id']} at {model.get('commit') or model.get('revision')}")
+        if data.get("world"):
+            say(f"  rebuild the shapes world from seed {data['world']['seed']}")
+        elif data.get("repo_id"):
+            subset = data.get("subset") or {}
+            drawn = (f"  # subset of {subset['size']} drawn with seed {subset['seed']}" if subset.get("size")
+                     else "  # every record")
+            say(f"  llava-kit prepare data --stage {data.get('stage')} --revision "
+                f"{data.get('commit') or data.get('revision')}"
+                + (f" --from-index {record.folder / subset['file']}" if subset.get("file") and record.folder else drawn))
+        say(f"  llava-kit train {out / 'recipes' / (name + '.yaml')} --nproc {stage.get('world_size') or 1}"
+            f"  # then compare with the published final loss {stage['metrics'].get('train_loss')}")
+    evaluation = record.body["eval"]
+    suite = record.file(evaluation.get("suite_file")) or f"eval/{evaluation.get('packaged_suite') or evaluation['suite'] + '.yaml'}"
+    say(f"  llava-kit eval {out / 'checkpoints' / chosen[-1]} --suite {suite} "
+        f"--backend {evaluation['backend']}  # then compare with {len(evaluation['rows'])} published rows")
+    say(f"  and write {out / 'report.md'} (loss curves, deltas, verdict)")
+
+
+def _reproduce_eval(record, layout: VolumeLayout, out: Path, tolerances: dict, exact: bool, complete: bool):
+    """The recorded suite on the reproduced last stage, when the whole run was reproduced."""
+    from llava.evaluate.service import run_eval
+    from llava.manifest import sha256_file
+    from llava.reproduce.compare import compare_answers, compare_eval
+    from llava.reproduce.inputs import DataCheck
+
+    entry = record.body["eval"]
+    if not complete:
+        return compare_eval(entry, None, tolerances, exact), None
+    suite = record.file(entry.get("suite_file")) or SUITES_DIR / (entry.get("packaged_suite") or f"{entry['suite']}.yaml")
+    tsv, check = None, None
+    if entry.get("tsv") and entry["tsv"].get("path"):
+        tsv = layout.resolve(entry["tsv"]["path"])
+        same = tsv.is_file() and sha256_file(tsv) == entry["tsv"]["sha256"]
+        check = DataCheck("eval", entry["tsv"]["name"], same, None if same else entry["tsv"]["name"],
+                          "" if same else "the test TSV differs from the recorded one (sha256)")
+    results = run_eval(layout.checkpoints / record.stage_names[-1], suite, backend=entry["backend"],
+                       out_dir=out / "eval", tsv=tsv)
+    evaluation = compare_eval(entry, results, tolerances, exact)
+    compare_answers(evaluation, record.file(entry.get("predictions_file")), out / "eval" / "predictions.jsonl", exact)
+    return evaluation, check
+
+
+def register_reproduce(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "reproduce", help="re-run a published model's recorded run and say whether, and where, it reproduces",
+        description="Reads llava_kit_run.json (from a Hub repo, a folder, or `seed` for the seed's own numbers), "
+                    "says what differs in this environment, prepares the same inputs, trains the recorded stages, "
+                    "evaluates with the recorded suite and writes report.md/report.json/loss.png. Resumable.")
+    parser.add_argument("source", metavar="REPO_ID|FOLDER|seed")
+    parser.add_argument("--stages", help="comma-separated subset of the recorded stages (default: all)")
+    parser.add_argument("--profile", help="speed profile to train with (default: the recorded recipes as they are)")
+    parser.add_argument("--out", type=Path, help="reproduction folder (default: runs/reproduce/<repo>)")
+    parser.add_argument("--endpoint", help="Hub endpoint or mirror (default: HF_ENDPOINT or huggingface.co)")
+    parser.add_argument("--plan", action="store_true", help="say what would run, and stop")
+    parser.set_defaults(func=lambda args: _reproduce_exit(run_reproduce(
+        args.source, stages=args.stages.split(",") if args.stages else None, profile=args.profile, out=args.out,
+        endpoint=args.endpoint, plan_only=args.plan)))
+
+
+def _reproduce_exit(report: dict | None) -> int:
+    """0 reproduced (or a plan), 1 not reproduced or incomplete: scripts can branch on it."""
+    return 0 if report is None or report["verdict"] == "reproduced" else 1

@@ -117,6 +117,10 @@ def _eval(found: FoundResults, layout: VolumeLayout, out: Path, files: dict[str,
         rel = f"{RECORD_DIR}/eval/{suite.name}"
         files[rel] = suite
         entry.update(suite_file=rel, suite_sha256=sha256_file(suite))
+    predictions = found.path.parent / "predictions.jsonl"
+    if predictions.is_file():  # the raw answers: a reproduction compares them one by one
+        files[f"{RECORD_DIR}/eval/predictions.jsonl"] = predictions
+        entry["predictions_file"] = f"{RECORD_DIR}/eval/predictions.jsonl"
     tsv = Path(extra["tsv"]) if extra.get("tsv") else None
     if tsv is not None and tsv.is_file():
         entry["tsv"] = {"name": tsv.name, "sha256": sha256_file(tsv), "path": _placeholder(tsv, layout)}
