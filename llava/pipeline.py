@@ -217,6 +217,7 @@ def run_reproduce(source: str, *, stages: list[str] | None = None, profile: str 
 
     home = VolumeLayout.from_env()
     out = Path(out or home.runs / "reproduce" / source.replace("/", "--").strip("-."))
+    _refuse_inside_input(out, source)
     record = load_record(source, out / "record", endpoint)
     chosen = _chosen_stages(record.stage_names, stages)
     layout = reproduction_layout(record.body, home, out)
@@ -246,6 +247,16 @@ def run_reproduce(source: str, *, stages: list[str] | None = None, profile: str 
     say(f"verdict: {found.word}" + "".join(f"\n  - {reason}" for reason in found.reasons))
     say(f"report: {out / 'report.md'}")
     return report
+
+
+def _refuse_inside_input(out: Path, source: str) -> None:
+    """A local record folder is an input: the reproduction may neither sit inside it nor contain it."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return
+    a, b = out.resolve(), folder.resolve()
+    if a == b or b in a.parents or a in b.parents:
+        raise KitError(f"--out {out} and the record folder {folder} overlap: choose an --out outside it")
 
 
 def _chosen_stages(recorded: list[str], stages: list[str] | None) -> list[str]:
@@ -284,7 +295,8 @@ def _say_plan(record, chosen: list[str], out: Path, environment, say) -> None:
             say(f"  llava-kit prepare data --stage {data.get('stage')} --revision "
                 f"{data.get('commit') or data.get('revision')}"
                 + (f" --from-index {record.folder / subset['file']}" if subset.get("file") and record.folder else drawn))
-        say(f"  llava-kit train {out / 'recipes' / (name + '.yaml')} --nproc {stage.get('world_size') or 1}"
+        say(f"  LLAVA_KIT_CHECKPOINTS={out / 'checkpoints'} LLAVA_KIT_RUNS={out / 'runs'} "
+            f"llava-kit train {out / 'recipes' / (name + '.yaml')} --nproc {stage.get('world_size') or 1}"
             f"  # then compare with the published final loss {stage['metrics'].get('train_loss')}")
     evaluation = record.body["eval"]
     suite = record.file(evaluation.get("suite_file")) or f"eval/{evaluation.get('packaged_suite') or evaluation['suite'] + '.yaml'}"

@@ -193,7 +193,8 @@ def test_seed_reproduction_without_gpus_says_what_it_would_run(tmp_path, monkeyp
     out = done.stdout
     assert "devices: recorded 4 x cuda, here CPU only" in out and "not running" in out
     assert "llava-kit prepare data --stage 1.5 --revision main  # subset of 30000 drawn with seed 0" in out
-    assert f"llava-kit train {tmp_path / 'seed' / 'recipes' / 'stage2.yaml'} --nproc 4" in out
+    assert (f"LLAVA_KIT_CHECKPOINTS={tmp_path / 'seed' / 'checkpoints'} LLAVA_KIT_RUNS={tmp_path / 'seed' / 'runs'} "
+            f"llava-kit train {tmp_path / 'seed' / 'recipes' / 'stage2.yaml'} --nproc 4") in out
     assert "published final loss 0.7040835454853266" in out and "compare with 27 published rows" in out
     assert not (tmp_path / "seed" / "checkpoints").exists()
     recipe = yaml.safe_load((tmp_path / "seed" / "recipes" / "stage1.yaml").read_text())

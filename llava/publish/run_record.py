@@ -176,8 +176,11 @@ def describe(record: dict[str, Any], seed_facts: dict[str, Any]) -> dict[str, An
         seed_bases = sorted(seed_facts["base_model"])
         own = [d["path"] for d in datasets if not d.get("repo_id")]
         kind = "recipe" if base == seed_bases and not own else "own"
-        models_text = ", ".join(f"**{repo}**" + (f" (commit `{m['commit'][:12]}`)" if m.get("commit") else "")
-                                for repo, m in _by_repo(models).items()) or "models whose origin is not recorded"
+        named = [f"**{repo}**" + (f" (commit `{m['commit'][:12]}`)" if m.get("commit") else "")
+                 for repo, m in _by_repo(models).items()]
+        named += [f"{m['path'].rsplit('/', 1)[-1]} ({m.get('source') or 'origin not recorded'})"
+                  for m in _unique(models) if not m.get("repo_id")]
+        models_text = ", ".join(named) or "a checkpoint whose base models are not recorded"
         text = f"A vision-language model in the LLaVA-OneVision layout, trained with llava-kit from {models_text}"
         text += (f" on its own data ({', '.join(own)})." if own else
                  " on " + ", ".join(sorted({d['repo_id'] for d in datasets})) + ".")
