@@ -231,8 +231,8 @@ def run_reproduce(source: str, *, stages: list[str] | None = None, profile: str 
     if plan_only or environment.needs_gpus:
         _say_plan(record, chosen, out, environment, say)
         return None
-    prepare_inputs(record, layout, chosen, endpoint, say)
-    data = check_inputs(record, layout, chosen)
+    notes = prepare_inputs(record, layout, chosen, endpoint, say)
+    data = check_inputs(record, layout, chosen, notes)
     runs = [train_recorded(record.stage(name), record, layout, profile) for name in chosen]
     tolerances = load_tolerances(environment.exact)
     losses = [compare_losses(record.stage(run.name), run, tolerances) for run in runs]

@@ -42,8 +42,9 @@ def _model(path: str | None, layout: VolumeLayout) -> dict[str, Any] | None:
             "commit": extra.get("commit"), "source": extra.get("source"), "seed": extra.get("seed")}
 
 
-def _dataset(name: str, recipe: dict[str, Any], layout: VolumeLayout, out: Path,
-             files: dict[str, Path]) -> dict[str, Any] | None:
+def dataset_entry(name: str, recipe: dict[str, Any], layout: VolumeLayout, out: Path,
+                  files: dict[str, Path]) -> dict[str, Any] | None:
+    """A stage's data: source and resolved commit, subset index, per-sample digests (written under `out`)."""
     data = recipe.get("data", {})
     if not data.get("path"):
         return None
@@ -67,10 +68,11 @@ def _dataset(name: str, recipe: dict[str, Any], layout: VolumeLayout, out: Path,
         entry.update(data_sha256=sha256_file(data_file), samples=len(digests),
                      sample_digests={"file": rel, "sha256": digests_sha256(digests)})
     index = data_file.parent / "subset_index.json"
-    if index.is_file():
+    if index.is_file():  # publish's _extras puts the file itself at the same repo path
         body = json.loads(index.read_text())
         entry["subset"] = {**{k: v for k, v in body.items() if k != "ids"},
                            "file": f"subsets/{name}_subset_index.json", "sha256": sha256_file(index)}
+        files[entry["subset"]["file"]] = index
     return entry
 
 
@@ -92,7 +94,7 @@ def _stage(stage: StageRecord, layout: VolumeLayout, out: Path, files: dict[str,
              "created": manifest.get("created"),
              "models": {key: _model(recipe.get("init", {}).get(key), layout) for key in ("llm", "vision_tower")},
              "init_checkpoint": recipe.get("init", {}).get("from_checkpoint"),
-             "dataset": _dataset(stage.name, recipe, layout, out, files)}
+             "dataset": dataset_entry(stage.name, recipe, layout, out, files)}
     if stage.folder is not None and (stage.folder / "manifest.json").is_file():
         rel = f"{RECORD_DIR}/stages/{stage.name}/manifest.json"
         target = out / rel

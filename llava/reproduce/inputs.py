@@ -65,22 +65,42 @@ def _prepare_world(params: dict[str, Any], layout: VolumeLayout, say) -> None:
                 size=WorldSize(**params["size"]))
 
 
+def _revision(entry: dict[str, Any], endpoint: str | None) -> tuple[str, str]:
+    """The recorded commit; if the Hub no longer has it (history rewritten), the recorded branch, with a note."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    from llava.hub_endpoint import resolve_endpoint
+
+    commit, branch = entry.get("commit"), entry.get("revision") or "main"
+    if not commit:
+        return branch, f"no commit recorded: prepared from {branch}"
+    try:
+        HfApi(endpoint=resolve_endpoint(endpoint)).repo_info(entry["repo_id"], repo_type="dataset", revision=commit)
+    except RevisionNotFoundError:
+        return branch, (f"recorded commit {commit[:12]} is gone from {entry['repo_id']} (history rewritten): "
+                        f"prepared from {branch}")
+    return commit, ""
+
+
 def _prepare_dataset(entry: dict[str, Any], record: LoadedRecord, layout: VolumeLayout, endpoint: str | None,
-                     say) -> None:
+                     say) -> str:
     from llava.prepare.prepare_data import DataOptions, prepare_data
 
     folder = layout.resolve(entry["path"]).parent
     if _manifest(folder) is not None:
         say(f"prepare: {folder} is already prepared (reused)")
-        return
+        return ""
     if not entry.get("repo_id") or not entry.get("stage"):
         raise KitError(f"{folder}: the recorded run trained on its own data ({entry['path']}), which is not on "
                        "the Hub; put the same files there (`llava-kit prepare verify`) and rerun")
     index = record.file((entry.get("subset") or {}).get("file"))
-    say(f"prepare: {entry['repo_id']} at commit {entry.get('commit') or entry.get('revision')} -> {folder}")
+    revision, note = _revision(entry, endpoint)
+    say(f"prepare: {entry['repo_id']} at {revision} -> {folder}" + (f" ({note})" if note else ""))
+    # the same ids even from a changed source: the per-sample digests then say which samples changed
     prepare_data(DataOptions(stage=entry["stage"], out=folder, downloads=layout.datasets / ".downloads",
-                             endpoint=endpoint, revision=entry.get("commit") or entry.get("revision"),
-                             from_index=index))
+                             endpoint=endpoint, revision=revision, from_index=index, source_may_differ=True))
+    return note
 
 
 def _prepare_model(entry: dict[str, Any], layout: VolumeLayout, endpoint: str | None, say) -> None:
@@ -102,23 +122,27 @@ def _prepare_model(entry: dict[str, Any], layout: VolumeLayout, endpoint: str | 
 
 
 def prepare_inputs(record: LoadedRecord, layout: VolumeLayout, stages: list[str], endpoint: str | None,
-                   say=print) -> None:
+                   say=print) -> dict[str, str]:
+    """Prepare what `stages` read; returns stage -> a note on how its data was prepared, where it matters."""
     params = world_params(record.body)
     if params is not None:
         _prepare_world(params, layout, say)
-        return
+        return {}
+    notes = {}
     for name in stages:
         stage = record.stage(name)
         for model in (stage.get("models") or {}).values():
             if model:
                 _prepare_model(model, layout, endpoint, say)
         if stage.get("dataset"):
-            _prepare_dataset(stage["dataset"], record, layout, endpoint, say)
+            notes[name] = _prepare_dataset(stage["dataset"], record, layout, endpoint, say)
+    return notes
 
 
-def check_inputs(record: LoadedRecord, layout: VolumeLayout, stages: list[str]) -> list[DataCheck]:
+def check_inputs(record: LoadedRecord, layout: VolumeLayout, stages: list[str],
+                 notes: dict[str, str] | None = None) -> list[DataCheck]:
     """Each stage's prepared data against the record's per-sample digests (the subset ids included)."""
-    checks = []
+    notes, checks = notes or {}, []
     for name in stages:
         entry = record.stage(name).get("dataset")
         if not entry:
@@ -135,5 +159,5 @@ def check_inputs(record: LoadedRecord, layout: VolumeLayout, stages: list[str]) 
         first = first_difference(recorded, found)
         note = "" if first is None else (f"{len(recorded)} recorded samples, {len(found)} here; first differing "
                                          f"sample {first}")
-        checks.append(DataCheck(name, label, first is None, first, note))
+        checks.append(DataCheck(name, label, first is None, first, "; ".join(filter(None, (notes.get(name), note)))))
     return checks
