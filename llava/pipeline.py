@@ -283,9 +283,10 @@ def _say_plan(record, chosen: list[str], out: Path, environment, say) -> None:
     for name in chosen:
         stage = record.stage(name)
         data = stage.get("dataset") or {}
-        for model in (stage.get("models") or {}).values():
-            if model and model.get("repo_id"):
-                say(f"  llava-kit prepare models  # {model['repo_id']} at {model.get('commit') or model.get('revision')}")
+        pins = [f"{m['repo_id']} at {m.get('commit') or m.get('revision')}"
+                for m in (stage.get("models") or {}).values() if m and m.get("repo_id")]
+        if pins:
+            say(f"  llava-kit prepare models  # {', '.join(pins)}")
         if data.get("world"):
             say(f"  rebuild the shapes world from seed {data['world']['seed']}")
         elif data.get("repo_id"):
@@ -294,15 +295,21 @@ def _say_plan(record, chosen: list[str], out: Path, environment, say) -> None:
                      else "  # every record")
             say(f"  llava-kit prepare data --stage {data.get('stage')} --revision "
                 f"{data.get('commit') or data.get('revision')}"
-                + (f" --from-index {record.folder / subset['file']}" if subset.get("file") and record.folder else drawn))
+                + (f" --from-index {record.folder / subset['file']}" if subset.get("file") and record.folder
+                   else drawn))
         say(f"  LLAVA_KIT_CHECKPOINTS={out / 'checkpoints'} LLAVA_KIT_RUNS={out / 'runs'} "
             f"llava-kit train {out / 'recipes' / (name + '.yaml')} --nproc {stage.get('world_size') or 1}"
             f"  # then compare with the published final loss {stage['metrics'].get('train_loss')}")
     evaluation = record.body["eval"]
-    suite = record.file(evaluation.get("suite_file")) or f"eval/{evaluation.get('packaged_suite') or evaluation['suite'] + '.yaml'}"
+    suite = record.file(evaluation.get("suite_file")) or _packaged_suite(evaluation)
     say(f"  llava-kit eval {out / 'checkpoints' / chosen[-1]} --suite {suite} "
         f"--backend {evaluation['backend']}  # then compare with {len(evaluation['rows'])} published rows")
     say(f"  and write {out / 'report.md'} (loss curves, deltas, verdict)")
+
+
+def _packaged_suite(entry: dict) -> Path:
+    """The kit's own suite file of that name (the seed's numbers name mmbench_dev_en)."""
+    return SUITES_DIR / (entry.get("packaged_suite") or f"{entry['suite']}.yaml")
 
 
 def _reproduce_eval(record, layout: VolumeLayout, out: Path, tolerances: dict, exact: bool, complete: bool):
@@ -315,7 +322,7 @@ def _reproduce_eval(record, layout: VolumeLayout, out: Path, tolerances: dict, e
     entry = record.body["eval"]
     if not complete:
         return compare_eval(entry, None, tolerances, exact), None
-    suite = record.file(entry.get("suite_file")) or SUITES_DIR / (entry.get("packaged_suite") or f"{entry['suite']}.yaml")
+    suite = record.file(entry.get("suite_file")) or _packaged_suite(entry)
     tsv, check = None, None
     if entry.get("tsv") and entry["tsv"].get("path"):
         tsv = layout.resolve(entry["tsv"]["path"])

@@ -17,6 +17,8 @@ import yaml
 
 from fake_hub import FakeHub
 
+pytestmark = pytest.mark.slow  # about 50 s of CPU: a tiny smoke run, its publish and three reproductions
+
 REPO_ID = "acme/tiny-smoke"
 TOKEN = "hf_reproduceTestToken0123456789abcdefgh"
 STAGES = ("stage1", "stage1_5", "stage2")

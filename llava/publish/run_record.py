@@ -187,7 +187,8 @@ def describe(record: dict[str, Any], seed_facts: dict[str, Any]) -> dict[str, An
         text += (f" on its own data ({', '.join(own)})." if own else
                  " on " + ", ".join(sorted({d['repo_id'] for d in datasets})) + ".")
         if kind == "recipe":
-            text += f" It follows the recipe of [{seed_facts['seed']['model']}](https://huggingface.co/{seed_facts['seed']['model']})."
+            seed = seed_facts["seed"]["model"]
+            text += f" It follows the recipe of [{seed}](https://huggingface.co/{seed})."
     names = " -> ".join(s["name"] for s in stages)
     return {"kind": kind, "base_models": base, "description": f"{text} Stages trained: {names}."}
 

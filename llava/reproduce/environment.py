@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from llava.manifest import package_versions
+from llava.manifest import git_commit, package_versions
 
 
 @dataclass
@@ -31,15 +31,19 @@ def compare_environment(recorded: dict[str, Any], profile: str | None) -> Enviro
             diff.differences.append(f"package {name}: recorded {version}, here {here.get(name, 'not installed')}")
     if not recorded.get("versions"):
         diff.differences.append("package versions: not recorded")
+    kit = git_commit()
+    if recorded.get("git_commit") != kit:
+        diff.differences.append(f"llava-kit commit: recorded {recorded.get('git_commit') or 'none'}, "
+                                f"here {kit or 'unknown'}")
     image = os.environ.get("LLAVA_KIT_IMAGE_DIGEST")
     if recorded.get("image_digest") != image:
         diff.differences.append(f"image digest: recorded {recorded.get('image_digest') or 'none (bare host)'}, "
                                 f"here {image or 'none (bare host)'}")
-    gpus, device = _gpus_here(), recorded.get("device") or "cpu"
+    gpus, device = _gpus_here(), recorded.get("device") or "not recorded"
     world = recorded.get("world_size") or 1
     if device == "cuda" and gpus < world:
         diff.needs_gpus = world
-    if device != ("cuda" if gpus else "cpu") or (device == "cuda" and gpus != world):
+    if device != ("cuda" if gpus else "cpu") or (device == "cuda" and gpus != world) or world != 1 and not gpus:
         diff.differences.append(f"devices: recorded {world} x {device}, here "
                                 f"{f'{gpus} x cuda' if gpus else 'CPU only'}")
     if profile and profile != (recorded.get("profile") or "seed"):
