@@ -30,11 +30,11 @@ def _importable(module: str) -> bool:
         return False
 
 
-def require_smoke_extras() -> None:
+def require_smoke_extras(verb: str = "smoke") -> None:
     """A plain `pip install .` lacks them: say which extras to add instead of failing inside a stage."""
     missing = sorted({extra for module, extra in SMOKE_EXTRAS.items() if not _importable(module)})
     if missing:
-        raise KitError(f"llava-kit smoke trains and evaluates, which needs the {' and '.join(missing)} "
+        raise KitError(f"llava-kit {verb} trains and evaluates, which needs the {' and '.join(missing)} "
                        f"extra(s): pip install 'llava-kit[train,eval]' (from a checkout: pip install '.[train,eval]')")
 
 
@@ -231,6 +231,7 @@ def run_reproduce(source: str, *, stages: list[str] | None = None, profile: str 
     if plan_only or environment.needs_gpus:
         _say_plan(record, chosen, out, environment, say)
         return None
+    require_smoke_extras("reproduce")
     notes = prepare_inputs(record, layout, chosen, endpoint, say)
     data = check_inputs(record, layout, chosen, notes)
     runs = [train_recorded(record.stage(name), record, layout, profile) for name in chosen]

@@ -214,3 +214,16 @@ def test_a_source_that_is_no_record_is_one_error_line(tmp_path):
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 2 and done.stderr.startswith("error: ") and expected in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_folder_holding_the_repo_reproduces_part_of_the_run(published):
+    """The repository as a folder (here the loopback Hub's copy of what it received); stage 1 only."""
+    from llava.pipeline import run_reproduce
+
+    folder = published["root"] / "hub" / "received" / "models" / REPO_ID
+    _fresh_home(published["patch"], published["root"] / "home-folder")
+    report = run_reproduce(str(folder), stages=["stage1"], out=published["root"] / "folder-out", say=lambda line: None)
+    assert report["verdict"] == "incomplete" and report["origin"] == f"folder {folder}"
+    assert [loss["first_step"] for loss in report["losses"]] == [None] and report["eval"]["within"] is None
+    assert _history(published["root"] / "folder-out" / "checkpoints" / "stage1") == \
+        _history(published["smoke"] / "checkpoints" / "stage1")
