@@ -210,13 +210,16 @@ def run_reproduce(source: str, *, stages: list[str] | None = None, profile: str 
     """
     from llava.reproduce.compare import compare_losses, load_tolerances, verdict
     from llava.reproduce.environment import compare_environment
+    from llava.reproduce.evaluation import reproduce_eval
     from llava.reproduce.inputs import check_inputs, prepare_inputs, reproduction_layout
+    from llava.reproduce.plan import say_plan, write_recipes
     from llava.reproduce.record import load_record
     from llava.reproduce.report import write_report
     from llava.reproduce.training import train_recorded
 
     home = VolumeLayout.from_env()
-    out = Path(out or home.runs / "reproduce" / source.replace("/", "--").strip("-."))
+    name = Path(source).name if Path(source).is_dir() else source.replace("/", "--")
+    out = Path(out or home.runs / "reproduce" / name)
     _refuse_inside_input(out, source)
     record = load_record(source, out / "record", endpoint)
     chosen = _chosen_stages(record.stage_names, stages)
@@ -227,9 +230,9 @@ def run_reproduce(source: str, *, stages: list[str] | None = None, profile: str 
     for item in environment.differences or ["environment: identical to the recorded run"]:
         say(f"  {item}")
     say(f"  -> {environment.meaning}")
-    _write_recipes(record, chosen, out / "recipes")
+    write_recipes(record, chosen, out / "recipes")
     if plan_only or environment.needs_gpus:
-        _say_plan(record, chosen, out, environment, say)
+        say_plan(record, chosen, out, environment, say)
         return None
     require_smoke_extras("reproduce")
     notes = prepare_inputs(record, layout, chosen, endpoint, say)
@@ -238,7 +241,7 @@ def run_reproduce(source: str, *, stages: list[str] | None = None, profile: str 
     tolerances = load_tolerances(environment.exact)
     losses = [compare_losses(record.stage(run.name), run, tolerances) for run in runs]
     complete = chosen == record.stage_names
-    evaluation, eval_check = _reproduce_eval(record, layout, out, tolerances, environment.exact, complete)
+    evaluation, eval_check = reproduce_eval(record, layout, out, tolerances, environment.exact, complete)
     data += [eval_check] if eval_check else []
     found = verdict(losses, evaluation, data, runs, complete)
     last = layout.checkpoints / chosen[-1]
@@ -267,74 +270,6 @@ def _chosen_stages(recorded: list[str], stages: list[str] | None) -> list[str]:
     if unknown:
         raise KitError(f"--stages {','.join(unknown)}: the record holds only {', '.join(recorded)}")
     return [name for name in recorded if name in stages]
-
-
-def _write_recipes(record, chosen: list[str], folder: Path) -> None:
-    """Each recorded recipe as a file `llava-kit train` takes (what the plan shows; handy for by-hand runs)."""
-    import yaml
-
-    for name in chosen:
-        write_text(folder / f"{name}.yaml", yaml.safe_dump(record.stage(name)["recipe"], sort_keys=False))
-
-
-def _say_plan(record, chosen: list[str], out: Path, environment, say) -> None:
-    why = (f"the recorded run used {environment.needs_gpus} GPU(s) and this machine has none to match"
-           if environment.needs_gpus else "--plan")
-    say(f"not running ({why}); on a GPU host this command would run, in order:")
-    for name in chosen:
-        stage = record.stage(name)
-        data = stage.get("dataset") or {}
-        pins = [f"{m['repo_id']} at {m.get('commit') or m.get('revision')}"
-                for m in (stage.get("models") or {}).values() if m and m.get("repo_id")]
-        if pins:
-            say(f"  llava-kit prepare models  # {', '.join(pins)}")
-        if data.get("world"):
-            say(f"  rebuild the shapes world from seed {data['world']['seed']}")
-        elif data.get("repo_id"):
-            subset = data.get("subset") or {}
-            drawn = (f"  # subset of {subset['size']} drawn with seed {subset['seed']}" if subset.get("size")
-                     else "  # every record")
-            say(f"  llava-kit prepare data --stage {data.get('stage')} --revision "
-                f"{data.get('commit') or data.get('revision')}"
-                + (f" --from-index {record.folder / subset['file']}" if subset.get("file") and record.folder
-                   else drawn))
-        say(f"  LLAVA_KIT_CHECKPOINTS={out / 'checkpoints'} LLAVA_KIT_RUNS={out / 'runs'} "
-            f"llava-kit train {out / 'recipes' / (name + '.yaml')} --nproc {stage.get('world_size') or 1}"
-            f"  # then compare with the published final loss {stage['metrics'].get('train_loss')}")
-    evaluation = record.body["eval"]
-    suite = record.file(evaluation.get("suite_file")) or _packaged_suite(evaluation)
-    say(f"  llava-kit eval {out / 'checkpoints' / chosen[-1]} --suite {suite} "
-        f"--backend {evaluation['backend']}  # then compare with {len(evaluation['rows'])} published rows")
-    say(f"  and write {out / 'report.md'} (loss curves, deltas, verdict)")
-
-
-def _packaged_suite(entry: dict) -> Path:
-    """The kit's own suite file of that name (the seed's numbers name mmbench_dev_en)."""
-    return SUITES_DIR / (entry.get("packaged_suite") or f"{entry['suite']}.yaml")
-
-
-def _reproduce_eval(record, layout: VolumeLayout, out: Path, tolerances: dict, exact: bool, complete: bool):
-    """The recorded suite on the reproduced last stage, when the whole run was reproduced."""
-    from llava.evaluate.service import run_eval
-    from llava.manifest import sha256_file
-    from llava.reproduce.compare import compare_answers, compare_eval
-    from llava.reproduce.inputs import DataCheck
-
-    entry = record.body["eval"]
-    if not complete:
-        return compare_eval(entry, None, tolerances, exact), None
-    suite = record.file(entry.get("suite_file")) or _packaged_suite(entry)
-    tsv, check = None, None
-    if entry.get("tsv") and entry["tsv"].get("path"):
-        tsv = layout.resolve(entry["tsv"]["path"])
-        same = tsv.is_file() and sha256_file(tsv) == entry["tsv"]["sha256"]
-        check = DataCheck("eval", entry["tsv"]["name"], same, None if same else entry["tsv"]["name"],
-                          "" if same else "the test TSV differs from the recorded one (sha256)")
-    results = run_eval(layout.checkpoints / record.stage_names[-1], suite, backend=entry["backend"],
-                       out_dir=out / "eval", tsv=tsv)
-    evaluation = compare_eval(entry, results, tolerances, exact)
-    compare_answers(evaluation, record.file(entry.get("predictions_file")), out / "eval" / "predictions.jsonl", exact)
-    return evaluation, check
 
 
 def register_reproduce(subparsers) -> None:
