@@ -28,7 +28,7 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llava-kit",
-        description="Prepare, train (3 stages), evaluate and publish a scaled LLaVA-OneVision model.",
+        description="Prepare, train (3 stages), evaluate, publish and reproduce a scaled LLaVA-OneVision model.",
     )
     subparsers = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name in COMMAND_MODULES:

@@ -30,11 +30,11 @@ def _importable(module: str) -> bool:
         return False
 
 
-def require_smoke_extras() -> None:
+def require_smoke_extras(verb: str = "smoke") -> None:
     """A plain `pip install .` lacks them: say which extras to add instead of failing inside a stage."""
     missing = sorted({extra for module, extra in SMOKE_EXTRAS.items() if not _importable(module)})
     if missing:
-        raise KitError(f"llava-kit smoke trains and evaluates, which needs the {' and '.join(missing)} "
+        raise KitError(f"llava-kit {verb} trains and evaluates, which needs the {' and '.join(missing)} "
                        f"extra(s): pip install 'llava-kit[train,eval]' (from a checkout: pip install '.[train,eval]')")
 
 
@@ -44,11 +44,12 @@ def smoke_layout(out: Path) -> VolumeLayout:
 
 
 def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bool = False,
-              world_size=None, fixed_options: bool = False) -> dict:
+              world_size=None, fixed_options: bool = False, overrides: tuple[str, ...] = ()) -> dict:
     """World -> three stages -> builtin MMBench-style eval -> report.md + report.json in `out`.
 
     By default the options are shuffled and scored circularly (the model must read them, as in MMBench);
-    `fixed_options` keeps one order, where the letter follows from the colour alone.
+    `fixed_options` keeps one order, where the letter follows from the colour alone. `overrides`
+    (`key=value`) apply to every stage's recipe after the seed.
     """
     require_smoke_extras()
     from llava.evaluate.service import run_eval
@@ -71,7 +72,7 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
         t0 = time.time()
         # the world was just rebuilt, so resumable state from an earlier smoke run no longer applies
         shutil.rmtree(layout.runs / name, ignore_errors=True)
-        recipe = load_recipe(STAGES_DIR / "smoke" / f"{name}.yaml", [f"training.seed={seed}"])
+        recipe = load_recipe(STAGES_DIR / "smoke" / f"{name}.yaml", [f"training.seed={seed}", *overrides])
         result = train_stage(recipe, layout, run_dir=layout.runs / name)
         stages.append({"stage": name, "train_loss": result.train_loss, "steps": result.global_steps,
                        "skipped": result.skipped, "seconds": round(time.time() - t0, 1)})
@@ -173,6 +174,7 @@ def smoke_artifacts(out: Path, layout: VolumeLayout, loss: Path | None) -> dict:
 
 
 def register(subparsers) -> None:
+    register_reproduce(subparsers)
     parser = subparsers.add_parser("smoke", help="run the whole pipeline on the tiny shapes world (CPU, minutes)")
     parser.add_argument("--out", default="runs/smoke", help="folder for the world, checkpoints and report")
     parser.add_argument("--seed", type=int, default=0)
@@ -194,3 +196,99 @@ def _print(report: dict, out: str) -> int:
     print(f"logs: {out}/runs/<stage>/train.log, {out}/world.log, {out}/eval.log; "
           f"TensorBoard: tensorboard --logdir {out}/runs")
     return 0
+
+
+# ---- reproduce: a published run's record -> the same inputs, stages and eval -> a verdict ----
+
+def run_reproduce(source: str, *, stages: list[str] | None = None, profile: str | None = None,
+                  out: Path | None = None, endpoint: str | None = None, plan_only: bool = False,
+                  say=print) -> dict | None:
+    """Read the record, say what differs here, prepare, train, evaluate, compare; write out/report.{md,json,png}.
+
+    Every step reuses what an earlier call with the same `out` finished (prepared data, trained stages,
+    answered questions), so a rerun after a crash continues. Returns the report, or None for a plan.
+    """
+    from llava.reproduce.compare import compare_losses, load_tolerances, verdict
+    from llava.reproduce.environment import compare_environment
+    from llava.reproduce.evaluation import reproduce_eval
+    from llava.reproduce.inputs import check_inputs, prepare_inputs, reproduction_layout
+    from llava.reproduce.plan import say_plan, write_recipes
+    from llava.reproduce.record import load_record
+    from llava.reproduce.report import write_report
+    from llava.reproduce.training import train_recorded
+
+    home = VolumeLayout.from_env()
+    name = Path(source).name if Path(source).is_dir() else source.replace("/", "--")
+    out = Path(out or home.runs / "reproduce" / name)
+    _refuse_inside_input(out, source)
+    record = load_record(source, out / "record", endpoint)
+    chosen = _chosen_stages(record.stage_names, stages)
+    layout = reproduction_layout(record.body, home, out)
+    environment = compare_environment(record.body["environment"], profile)
+    say(f"reproduce: {record.body['what']['description']}")
+    say(f"record: {record.origin}; stages {', '.join(chosen)}; outputs in {out}")
+    for item in environment.differences or ["environment: identical to the recorded run"]:
+        say(f"  {item}")
+    say(f"  -> {environment.meaning}")
+    write_recipes(record, chosen, out / "recipes")
+    if plan_only or environment.needs_gpus:
+        say_plan(record, chosen, out, environment, say)
+        return None
+    require_smoke_extras("reproduce")
+    notes = prepare_inputs(record, layout, chosen, endpoint, say)
+    data = check_inputs(record, layout, chosen, notes)
+    runs = [train_recorded(record.stage(name), record, layout, profile) for name in chosen]
+    tolerances = load_tolerances(environment.exact)
+    losses = [compare_losses(record.stage(run.name), run, tolerances) for run in runs]
+    complete = chosen == record.stage_names
+    evaluation, eval_check = reproduce_eval(record, layout, out, tolerances, environment.exact, complete)
+    data += [eval_check] if eval_check else []
+    found = verdict(losses, evaluation, data, runs, complete)
+    last = layout.checkpoints / chosen[-1]
+    report = write_report(out, origin=record.origin, record=record.body, environment=environment,
+                          tolerances=tolerances, data=data, losses=losses, evaluation=evaluation, verdict=found,
+                          checkpoint=last if last.is_dir() else None)
+    say(f"verdict: {found.word}" + "".join(f"\n  - {reason}" for reason in found.reasons))
+    say(f"report: {out / 'report.md'}")
+    return report
+
+
+def _refuse_inside_input(out: Path, source: str) -> None:
+    """A local record folder is an input: the reproduction may neither sit inside it nor contain it."""
+    folder = Path(source)
+    if not folder.is_dir():
+        return
+    a, b = out.resolve(), folder.resolve()
+    if a == b or b in a.parents or a in b.parents:
+        raise KitError(f"--out {out} and the record folder {folder} overlap: choose an --out outside it")
+
+
+def _chosen_stages(recorded: list[str], stages: list[str] | None) -> list[str]:
+    if not stages:
+        return recorded
+    unknown = [name for name in stages if name not in recorded]
+    if unknown:
+        raise KitError(f"--stages {','.join(unknown)}: the record holds only {', '.join(recorded)}")
+    return [name for name in recorded if name in stages]
+
+
+def register_reproduce(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "reproduce", help="re-run a published model's recorded run and say whether, and where, it reproduces",
+        description="Reads llava_kit_run.json (from a Hub repo, a folder, or `seed` for the seed's own numbers), "
+                    "says what differs in this environment, prepares the same inputs, trains the recorded stages, "
+                    "evaluates with the recorded suite and writes report.md/report.json/loss.png. Resumable.")
+    parser.add_argument("source", metavar="REPO_ID|FOLDER|seed")
+    parser.add_argument("--stages", help="comma-separated subset of the recorded stages (default: all)")
+    parser.add_argument("--profile", help="speed profile to train with (default: the recorded recipes as they are)")
+    parser.add_argument("--out", type=Path, help="reproduction folder (default: runs/reproduce/<repo>)")
+    parser.add_argument("--endpoint", help="Hub endpoint or mirror (default: HF_ENDPOINT or huggingface.co)")
+    parser.add_argument("--plan", action="store_true", help="say what would run, and stop")
+    parser.set_defaults(func=lambda args: _reproduce_exit(run_reproduce(
+        args.source, stages=args.stages.split(",") if args.stages else None, profile=args.profile, out=args.out,
+        endpoint=args.endpoint, plan_only=args.plan)))
+
+
+def _reproduce_exit(report: dict | None) -> int:
+    """0 reproduced (or a plan), 1 not reproduced or incomplete: scripts can branch on it."""
+    return 0 if report is None or report["verdict"] == "reproduced" else 1

@@ -52,6 +52,19 @@ def _tiny_checkpoint(root: Path) -> Path:
     return save_checkpoint(built, root / "checkpoints" / "stage2")
 
 
+def _model_pins(root: Path) -> None:
+    """The base models as `prepare models` records them (where stages/stage1.yaml looks for them)."""
+    from llava.recipe import load_recipe
+
+    init = load_recipe("stage1").init
+    for placeholder, repo_id in ((init.llm, "Qwen/Qwen2.5-0.5B-Instruct"),
+                                 (init.vision_tower, "google/siglip-so400m-patch14-384")):
+        folder = root / "models" / placeholder.split("/", 1)[1]
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+        write_manifest(folder, "model", extra={"repo_id": repo_id, "revision": "main", "commit": "e" * 40})
+
+
 def _datasets(root: Path) -> None:
     for stage, repo_id in (("stage1", "liuhaotian/LLaVA-Pretrain"), ("stage1_5", "lmms-lab/LLaVA-ReCap-118K"),
                            ("stage2", "liuhaotian/LLaVA-Instruct-150K")):
@@ -107,6 +120,7 @@ def _chart(path: Path) -> None:
 
 def build_world(root: Path) -> World:
     checkpoint = _tiny_checkpoint(root)
+    _model_pins(root)
     _datasets(root)
     _stage_manifests(root, checkpoint)
     sha = weights_sha256(checkpoint)

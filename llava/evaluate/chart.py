@@ -68,7 +68,8 @@ def stage_losses(log_history: list[dict[str, Any]]) -> tuple[list[int], list[flo
 def write_loss_chart(stages: list[dict[str, Any]], path: Path, title: str) -> Path:
     """One panel per stage: the logged training loss by step, and the seed's final loss where given.
 
-    Each stage: {"stage", "steps": [...], "losses": [...], "seed_loss": float | None}.
+    Each stage: {"stage", "steps": [...], "losses": [...], "seed_loss": float | None}, optionally "label"
+    (default "this run") and "reference": {"steps", "losses", "label"}, drawn dashed over it (reproduce).
     """
     import matplotlib
 
@@ -77,7 +78,12 @@ def write_loss_chart(stages: list[dict[str, Any]], path: Path, title: str) -> Pa
 
     fig, axes = plt.subplots(1, len(stages), figsize=(4.2 * len(stages), 3.4), dpi=110, squeeze=False)
     for ax, stage in zip(axes[0], stages):
-        ax.plot(stage["steps"], stage["losses"], marker="o", markersize=3, color=SERIES[0][2], label="this run")
+        ax.plot(stage["steps"], stage["losses"], marker="o", markersize=3, color=SERIES[0][2],
+                label=stage.get("label", "this run"))
+        reference = stage.get("reference")
+        if reference and reference["steps"]:
+            ax.plot(reference["steps"], reference["losses"], marker="x", markersize=4, linestyle="--",
+                    color=SERIES[1][2], label=reference["label"])
         if stage.get("seed_loss") is not None:
             ax.axhline(stage["seed_loss"], color=SERIES[1][2], linestyle="--",
                        label=f"seed final {stage['seed_loss']:.3f}")

@@ -18,13 +18,9 @@ STAGE_ORDER = ("stage1", "stage1_5", "stage2")
 
 def seed_loss(stage: str, recipe_hash: str | None) -> float | None:
     """The seed's final loss for `stage`, if `recipe_hash` is the hash of the seed's recipe for it."""
-    from llava.publish.provenance import load_facts
-    from llava.recipe import STAGES_DIR, load_recipe
+    from llava.publish.provenance import seed_loss_for
 
-    path = STAGES_DIR / f"{stage}.yaml"
-    if recipe_hash is None or not path.is_file() or load_recipe(path).content_hash() != recipe_hash:
-        return None
-    return load_facts()["seed"]["stages"].get(stage, {}).get("train_loss")
+    return seed_loss_for(stage, recipe_hash)
 
 
 def _manifest(folder: Path) -> dict[str, Any] | None:

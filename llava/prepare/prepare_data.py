@@ -43,6 +43,7 @@ class DataOptions:
     link: LinkMode = "hardlink"
     tokenizer: Path | None = None
     workers: int | None = None
+    source_may_differ: bool = False  # --from-index on a changed source (reproduce compares sample by sample)
 
 
 @dataclass
@@ -87,7 +88,7 @@ def _subset(pool: Pool, source: StageSource, opts: DataOptions) -> dict[str, Any
         if "filters" in index and index["filters"] != pool.filters:
             raise KitError(f"subset index {opts.from_index} was drawn with filters {index['filters']}, this run "
                            f"uses {pool.filters}: match them (e.g. --keep-ocr-vqa) to rebuild that subset")
-        ids_from_index(index, ids, pool.source_sha256, str(opts.from_index))
+        ids_from_index(index, ids, pool.source_sha256, str(opts.from_index), check_source=not opts.source_may_differ)
         return index
     rule = source.subset
     size = opts.size if opts.size is not None else (rule.size if rule else None)

@@ -112,9 +112,11 @@ def read_index(path: str | os.PathLike) -> dict[str, Any]:
     return index
 
 
-def ids_from_index(index: dict[str, Any], pool_ids: Iterable[str], source_sha256: str, where: str) -> list[str]:
-    """The index's ids, after checking it was drawn from this very source."""
-    if index["source_sha256"] != source_sha256:
+def ids_from_index(index: dict[str, Any], pool_ids: Iterable[str], source_sha256: str, where: str,
+                   check_source: bool = True) -> list[str]:
+    """The index's ids, after checking it was drawn from this very source (unless `check_source` is off:
+    `reproduce` takes the same ids from a changed source and then names the samples that differ)."""
+    if check_source and index["source_sha256"] != source_sha256:
         raise KitError(
             f"subset index {where} was drawn from a source with sha256 {index['source_sha256'][:12]}..., "
             f"but this source hashes to {source_sha256[:12]}...: pin the index's revision in "

@@ -23,6 +23,7 @@ class CardInputs:
     facts: dict[str, Any]
     chart_name: str | None  # path of the chart inside the repo, None when the eval made none
     subset_files: dict[str, str]  # stage -> path of its subset index inside the repo
+    record: dict[str, Any]  # the run record (publish/run_record.py): what the run really is
 
 
 def build_card(inputs: CardInputs):
@@ -34,7 +35,8 @@ def build_card(inputs: CardInputs):
     return ModelCard.from_template(
         data, template_str=template,
         model_name=inputs.repo_id.split("/")[-1], repo_id=inputs.repo_id,
-        seed_model=inputs.facts["seed"]["model"], weights_sha256=inputs.weights_sha256,
+        description=inputs.record["what"]["description"], tiny=inputs.record["what"]["kind"] == "tiny-world",
+        weights_sha256=inputs.weights_sha256,
         eval=eval_context(inputs.results, inputs.chart_name),
         losses=loss_rows(inputs.stages, inputs.facts),
         stages=[stage_context(stage, inputs) for stage in inputs.stages],
@@ -48,9 +50,10 @@ def card_data(inputs: CardInputs):
 
     facts = inputs.facts
     datasets = sorted({s.dataset.repo_id for s in inputs.stages if s.dataset and s.dataset.repo_id})
+    base = inputs.record["what"]["base_models"]  # only the Hub models this run started from
     return ModelCardData(
         license=facts["license"], library_name=facts["library_name"], pipeline_tag=facts["pipeline_tag"],
-        base_model=list(facts["base_model"]), base_model_relation=facts["base_model_relation"],
+        base_model=base or None, base_model_relation=facts["base_model_relation"] if base else None,
         datasets=datasets or None, tags=list(facts["tags"]), model_name=inputs.repo_id.split("/")[-1],
         eval_results=eval_results(inputs.results),
     )

@@ -27,6 +27,14 @@ def load_facts() -> dict[str, Any]:
     return read_packaged(resources.files("llava.publish").joinpath(FACTS_RESOURCE))
 
 
+def seed_loss_for(stage: str, recipe_hash: str | None) -> float | None:
+    """The seed's final loss for `stage`, if `recipe_hash` is the hash of the seed's recipe for it."""
+    path = STAGES_DIR / f"{stage}.yaml"
+    if recipe_hash is None or not path.is_file() or load_recipe(path).content_hash() != recipe_hash:
+        return None
+    return load_facts()["seed"]["stages"].get(stage, {}).get("train_loss")
+
+
 @dataclass
 class DatasetRecord:
     folder: Path
@@ -89,11 +97,11 @@ def _manifest_or_none(folder: Path) -> dict[str, Any] | None:
 def _stage_record(name: str, folder: Path | None, manifest: dict[str, Any], layout: VolumeLayout,
                   facts: dict[str, Any]) -> StageRecord:
     metrics = manifest.get("metrics", {})
-    seed = facts["seed"]["stages"].get(name, {})
     recipe, origin = find_recipe(name, manifest)
     record = StageRecord(
         name=name, folder=folder, train_loss=metrics.get("train_loss"),
-        steps=metrics.get("steps", metrics.get("global_step")), seed_loss=seed.get("train_loss"),
+        steps=metrics.get("steps", metrics.get("global_steps")),
+        seed_loss=seed_loss_for(name, manifest.get("recipe_hash")),  # only a stage that ran the seed's recipe
         recipe=recipe, recipe_origin=origin, manifest=manifest,
     )
     if recipe and recipe.get("data", {}).get("path"):

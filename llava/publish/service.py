@@ -20,6 +20,7 @@ from llava.publish.hub_push import PushOutcome, push_folder, require_token
 from llava.publish.load_check import check_loads_and_generates
 from llava.publish.provenance import collect_stages, load_facts
 from llava.publish.repo_folder import Extras, assemble
+from llava.publish.run_record import build_record
 from llava.publish.results import FoundResults, find_results
 
 
@@ -74,11 +75,13 @@ def build_repo_folder(request: PublishRequest, out: Path, layout: VolumeLayout) 
     facts = load_facts()
     stages = collect_stages(checkpoint, manifest, layout, facts)
     extras, chart, subsets = _extras(found, stages)
-    card = build_card(CardInputs(
-        repo_id=request.repo_id, results=found.results, stages=stages, manifest=manifest,
-        weights_sha256=sha, facts=facts, chart_name=chart, subset_files=subsets,
-    ))
-    folder = assemble(checkpoint, out, str(card), extras)
+    with tempfile.TemporaryDirectory(prefix=".publish-record-") as scratch:
+        record, record_files = build_record(stages, found, layout, Path(scratch), facts)
+        card = build_card(CardInputs(
+            repo_id=request.repo_id, results=found.results, stages=stages, manifest=manifest,
+            weights_sha256=sha, facts=facts, chart_name=chart, subset_files=subsets, record=record,
+        ))
+        folder = assemble(checkpoint, out, str(card), Extras({**extras.files, **record_files}))
     return folder, sha, found
 
 

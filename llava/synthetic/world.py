@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from llava.evaluate.mmbench_tsv import write_mmbench_tsv
@@ -55,7 +55,8 @@ class WorldSize:
 
 
 def _write_stage(root: Path, name: str, count: int, make, rng: random.Random, blank: bool,
-                 text_fraction: float = 0.0, text_make=text_only_record, extra_text: int = 0) -> Path:
+                 text_fraction: float = 0.0, text_make=text_only_record, extra_text: int = 0,
+                 world: dict | None = None) -> Path:
     """`count` samples (a `text_fraction` of them text-only), then `extra_text` more text-only ones, shuffled."""
     folder = root / name
     (folder / "images").mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,7 @@ def _write_stage(root: Path, name: str, count: int, make, rng: random.Random, bl
         rng.shuffle(records)
     (folder / "data.json").write_text(json.dumps(records))
     write_manifest(folder, "dataset", file_patterns=("data.json",),
-                   extra={"source": "synthetic shapes world", "samples": len(records)})
+                   extra={"source": "synthetic shapes world", "samples": len(records), "world": world})
     return folder
 
 
@@ -93,14 +94,16 @@ def build_world(root: str | Path, *, seed: int = 0, blank_images: bool = False,
     vision = write_tiny_vision(root / "models" / VISION_DIR, seed)
     write_manifest(vision, "model", extra={"source": "random init (tiny)", "seed": seed})
     datasets = root / "datasets"
-    _write_stage(datasets, "stage1", size.stage1, caption_record, rng, blank_images)
+    # what rebuilds this world byte for byte (`llava-kit reproduce` reads it from the dataset manifests)
+    world = {"seed": seed, "blank_images": blank_images, "size": asdict(size)}
+    _write_stage(datasets, "stage1", size.stage1, caption_record, rng, blank_images, world=world)
     _write_stage(datasets, "stage1_5", size.stage1_5, description_record, rng, blank_images,
-                 text_make=option_drill_record, extra_text=size.stage1_5_drills if shuffled else 0)
+                 text_make=option_drill_record, extra_text=size.stage1_5_drills if shuffled else 0, world=world)
     stage2_text = (lambda i, r: (option_drill_record if r.random() < size.drill_share else text_only_record)(i, r)) \
         if shuffled else text_only_record
     _write_stage(datasets, "stage2", size.stage2, lambda i, p, s: instruction_record(i, p, s, rng, shuffled), rng,
                  blank_images, size.shuffled_text_only_fraction if shuffled else size.text_only_fraction,
-                 text_make=stage2_text)
+                 text_make=stage2_text, world=world)
     write_test_set(held_out_tsv(root), random.Random(seed + 1), size.test_questions, blank_images, shuffled)
     return root
 

@@ -236,7 +236,8 @@ def _train_stage(recipe: Recipe, layout: VolumeLayout, run_dir: Path, allow_reci
                        extra={"stage": recipe.name, "recipe": recipe.model_dump(mode="json"),
                               "loss_history": [[e["step"], e["loss"]] for e in trainer.state.log_history
                                                if "loss" in e and "step" in e],
-                              "world_size": world_size(), "resumed_from": resume.name if resume else None,
+                              "world_size": world_size(), "device": args.device.type,
+                              "resumed_from": resume.name if resume else None,
                               "skips_file": str(collator.ledger.path) if skipped else None})
         events.emit("done", f"{recipe.name} finished at step {step} -> {output}", step=step, output=str(output))
     return StageResult(output, train_loss, step, skipped)
