@@ -117,3 +117,23 @@ def test_a_stalled_rank_ends_both_ranks_with_stacks_and_the_rerun_resumes(stage1
     assert again.returncode == 0, again.stderr[-4000:]
     assert [e["step"] for e in events(tiny_world, name) if e["event"] == "resume"] == [EVERY]
     assert latest_checkpoint(run_dir / "trainer").step == STEPS
+
+
+def test_torchrun_does_not_outlive_a_killed_launcher(tmp_path):
+    """SIGKILL of `llava-kit train` (the launcher) sends SIGTERM to its torchrun: no orphaned job keeps the GPUs."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+    code = ("import sys; from llava.train.command import supervise; "
+            f"supervise([sys.executable, '-c', 'import time; time.sleep(120)'], {str(tmp_path)!r})")
+    launcher = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 60
+    while not psutil.Process(launcher.pid).children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (child,) = psutil.Process(launcher.pid).children()
+    os.kill(launcher.pid, signal.SIGKILL)
+    launcher.wait()
+    child.wait(timeout=30)  # psutil.TimeoutExpired if it kept running

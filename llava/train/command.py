@@ -86,6 +86,17 @@ def torchrun_command(launch: Launch, argv: list[str]) -> list[str]:
             *launch.torchrun_args(math.ceil(stop_grace_seconds()) + 5), "-m", "llava.cli", "train", *argv]
 
 
+def _stop_with_parent() -> None:
+    """In torchrun's process, before it starts: a SIGTERM when the launcher dies (even by SIGKILL), so the
+    job never outlives it (Linux prctl PR_SET_PDEATHSIG; elsewhere nothing)."""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def supervise(command: list[str], run_dir) -> int:
     """Run torchrun as a child and return its exit status, HANG_EXIT_CODE when a rank's step watchdog fired.
 
@@ -102,7 +113,8 @@ def supervise(command: list[str], run_dir) -> int:
     from llava.train.watchdog import HANG_EXIT_CODE, hang_files_since
 
     started = time.time()
-    child = subprocess.Popen(command, env={**NCCL_TIMEOUT_ENV, **os.environ}, process_group=0)
+    child = subprocess.Popen(command, env={**NCCL_TIMEOUT_ENV, **os.environ}, process_group=0,
+                             preexec_fn=_stop_with_parent)
     forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     previous = {sig: signal.signal(sig, lambda signum, frame: child.send_signal(signum)) for sig in forwarded}
     try:
