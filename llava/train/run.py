@@ -157,7 +157,8 @@ def _load_path(trainer: LlavaTrainer, store: ResumableCheckpoints, resume: Check
     return str(folder)
 
 
-def _train(trainer: LlavaTrainer, load_path: str | None, ledger: SkipLedger, events: EventLog):
+def _train(trainer: LlavaTrainer, load_path: str | None, ledger: SkipLedger, events: EventLog,
+           watchdog: StepWatchdog):
     try:
         return trainer.train(resume_from_checkpoint=load_path)
     except KitError:
@@ -166,6 +167,7 @@ def _train(trainer: LlavaTrainer, load_path: str | None, ledger: SkipLedger, eve
             raise KitError(ledger.budget_message()) from None
         raise
     finally:
+        watchdog.stop()
         _close_progress_bars(trainer)
 
 
@@ -241,10 +243,7 @@ def _train_stage(recipe: Recipe, layout: VolumeLayout, run_dir: Path, allow_reci
         resume = _resume_point(trainer, store, collator.ledger, events)
         if agree_on_stop(stop, args.device):  # signalled while the model loaded: nothing new to save
             raise TrainingStopped(_stopped_message(recipe, stop, store, resume.step if resume else 0))
-        try:
-            result = _train(trainer, _load_path(trainer, store, resume, events), collator.ledger, events)
-        finally:
-            watchdog.stop()
+        result = _train(trainer, _load_path(trainer, store, resume, events), collator.ledger, events, watchdog)
         step = trainer.state.global_step
         if agree_on_stop(stop, args.device) and step < trainer.state.max_steps:
             events.emit("stop", f"stopped by {stop.signal_name} after step {step}", step=step, signal=stop.signal_name)
