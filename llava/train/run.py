@@ -154,6 +154,7 @@ def _load_path(trainer: LlavaTrainer, store: ResumableCheckpoints, resume: Check
     trainer.accelerator.wait_for_everyone()
     # the engine is built inside train(): from this config it loads the per-parameter files for this world size
     trainer.accelerator.state.deepspeed_plugin.deepspeed_config.setdefault("checkpoint", {})["load_universal"] = True
+    trainer.universal_resume = True
     return str(folder)
 
 
