@@ -8,16 +8,20 @@ a log watcher against a 20 ms training step. Inert unless one of these variables
   staging folder, not yet renamed) or "unmarked" (renamed into place, completion marker not yet written).
 - LLAVA_KIT_TEST_KILL_IN_WRITE=STEP: die at STEP of a durable write (`llava.durable.FILE_STEPS`,
   `FOLDER_STEPS`), e.g. "folder.aside": the old folder moved aside, the new one not yet in place.
+- LLAVA_KIT_TEST_STALL_AT_STEP=N:R: rank R stops making progress inside optimizer step N (sleeps in
+  `stall_in_step` until killed), as a rank stuck on a bad file or a lost peer would.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 KILL_AT_STEP = "LLAVA_KIT_TEST_KILL_AT_STEP"
 KILL_IN_SAVE = "LLAVA_KIT_TEST_KILL_IN_SAVE"
 KILL_IN_WRITE = "LLAVA_KIT_TEST_KILL_IN_WRITE"
+STALL_AT_STEP = "LLAVA_KIT_TEST_STALL_AT_STEP"
 
 
 def _die() -> None:
@@ -39,3 +43,10 @@ def kill_in_save(step: int, phase: str) -> None:
 def kill_in_write(step: str) -> None:
     if os.environ.get(KILL_IN_WRITE) == step:
         _die()
+
+
+def stall_in_step(step: int) -> None:
+    wanted = os.environ.get(STALL_AT_STEP)
+    if wanted and wanted == f"{step}:{os.environ.get('RANK', '0')}":
+        while True:
+            time.sleep(1)

@@ -137,6 +137,18 @@ class CheckpointingSpec(_Strict):
     keep_last: int = Field(1, ge=1, description="complete checkpoints kept in runs/<name>/trainer/")
 
 
+class WatchdogSpec(_Strict):
+    """When a rank counts as hung: no optimizer step completed within the limit (llava.train.watchdog)."""
+    step_timeout_s: float | None = Field(None, gt=0, description="fixed limit in seconds; unset: derived from the "
+                                         "measured step time (factor x median step, never below floor_s)")
+    factor: float = Field(20.0, gt=1, description="derived limit = factor x the median of the steps measured so far")
+    floor_s: float = Field(600.0, gt=0, description="the derived limit never goes below this")
+    first_step_s: float = Field(1800.0, gt=0, description="limit until the first step of a run has completed "
+                                                           "(data loader start, compilation, first collectives)")
+    collective_timeout_s: int = Field(1800, gt=0, description="process-group timeout: a collective still "
+                                      "waiting after this fails (NCCL, with TORCH_NCCL_ASYNC_ERROR_HANDLING=1)")
+
+
 class Recipe(_Strict):
     name: str
     description: str = ""
@@ -146,6 +158,7 @@ class Recipe(_Strict):
     tunable_parts: list[Literal["mm_mlp_adapter", "mm_vision_tower", "mm_language_model"]]
     training: TrainingSpec
     checkpointing: CheckpointingSpec = Field(default_factory=CheckpointingSpec)
+    watchdog: WatchdogSpec = Field(default_factory=WatchdogSpec)
     deepspeed: str | None = Field(None, description="profile name in stages/deepspeed/ or a JSON path")
     output: str
     profile: str | None = Field(None, description="speed profile applied on top (stages/profiles/), if any")

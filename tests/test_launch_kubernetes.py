@@ -18,6 +18,8 @@ import yaml
 from kubeflow_trainer_api.models.trainer_v1alpha1_train_job import TrainerV1alpha1TrainJob
 
 from launch_env import LAUNCH, node_launch
+from llava.train.command import NCCL_TIMEOUT_ENV
+from llava.train.watchdog import HANG_EXIT_CODE
 
 PARAMS = {"LLAVA_KIT_IMAGE": "registry.example/llava-kit@sha256:" + "0" * 64, "LLAVA_KIT_PVC": "llava-kit-data",
           "LLAVA_KIT_PROFILE": "fast", "STAGE": "stage2", "NNODES": "2", "GPUS_PER_NODE": "8"}
@@ -113,3 +115,20 @@ def test_trainjob_nodes_launch_torchrun_from_the_runtime_variables():
     assert patch["name"] == pod["containers"][0]["name"] == "node"
     assert {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]} == {"/data", "/dev/shm"}
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "llava-kit-data"
+
+
+def test_indexed_job_restarts_a_hung_node_and_fails_on_other_errors():
+    """llava-kit's hang exit code counts as a retry (up to backoffLimit), a preemption does not count,
+    anything else fails the job; collectives time out (NCCL settings of the kit's launcher)."""
+    job = render("indexed-job.yaml")[1]["spec"]
+    rules = job["podFailurePolicy"]["rules"]
+    assert [r["action"] for r in rules] == ["Count", "Ignore", "FailJob"]
+    assert rules[0]["onExitCodes"] == {"containerName": "node", "operator": "In", "values": [HANG_EXIT_CODE]}
+    assert rules[1]["onPodConditions"] == [{"type": "DisruptionTarget"}]
+    assert rules[2]["onExitCodes"] == {"containerName": "node", "operator": "NotIn", "values": [HANG_EXIT_CODE]}
+    assert job["backoffLimit"] > 0 and job["template"]["spec"]["restartPolicy"] == "Never"
+    for name in ("indexed-job.yaml", "trainjob.yaml"):
+        doc = render(name)[-1]
+        containers = doc["spec"]["template"]["spec"]["containers"] if name == "indexed-job.yaml" \
+            else [doc["spec"]["trainer"]]
+        assert NCCL_TIMEOUT_ENV.items() <= container_env(containers[0]).items(), name

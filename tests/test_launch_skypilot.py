@@ -19,6 +19,8 @@ import pytest
 import yaml
 
 from launch_env import LAUNCH, parse_torchrun
+from llava.train.command import NCCL_TIMEOUT_ENV
+from llava.train.watchdog import HANG_EXIT_CODE
 
 TASK = LAUNCH / "skypilot" / "train.yaml"
 VENV_BIN = Path(sys.executable).parent
@@ -83,3 +85,9 @@ def test_each_node_launches_torchrun_for_its_rank():
         assert (launch["nnodes"], launch["node_rank"], launch["nproc_per_node"]) == ("2", str(rank), "8")
         assert launch["rdzv-endpoint"] == "10.1.0.7:29500" and launch["rdzv-conf"] == f"is_host={int(rank == 0)}"
         assert launch["worker"] == ["train", "stage2", "--profile=fast"]
+
+
+def test_managed_job_recovers_on_the_hang_exit_code():
+    task = yaml.safe_load(TASK.read_text())
+    assert task["resources"]["job_recovery"] == {"recover_on_exit_codes": [HANG_EXIT_CODE]}
+    assert NCCL_TIMEOUT_ENV.items() <= task["envs"].items()

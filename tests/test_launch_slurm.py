@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from llava.recipe import STAGES_DIR
+from llava.train.command import NCCL_TIMEOUT_ENV
 from llava.train.distributed import free_port
+from llava.train.watchdog import HANG_EXIT_CODE
 from train_cli import events, train_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,8 +43,13 @@ for node in range(int(os.environ["SLURM_JOB_NUM_NODES"])):
 sys.exit(max(task.wait() for task in tasks))
 """
 FAKE_SCONTROL = """#!/bin/bash
+if [[ $1 == requeue ]]; then echo "$2" >> "$FAKE_SRUN_LOG.requeued"; exit 0; fi
 [[ $1 == show && $2 == hostnames ]] || exit 1
 tr ',' '\\n' <<< "$3"
+"""
+# stands in for `llava-kit` where a test needs only its exit status
+FAKE_LLAVA_KIT = """#!/bin/bash
+exit "$FAKE_LLAVA_KIT_EXIT"
 """
 
 
@@ -116,3 +123,22 @@ def test_the_script_trains_two_local_nodes(stage1_run, tiny_world, fake_slurm, t
     body = json.loads((tiny_world / "checkpoints" / name / "manifest.json").read_text())
     assert body["extra"]["world_size"] == 2 and body["metrics"]["global_steps"] == 1
     assert [e["event"] for e in events(tiny_world, name)].count("done") == 1
+
+
+@pytest.mark.parametrize("status", [HANG_EXIT_CODE, 2])
+def test_the_script_requeues_the_job_when_a_rank_hung_only(fake_slurm, tmp_path, status):
+    """llava-kit's hang exit code requeues the job (it resumes from the last checkpoint); another failure
+    (a bad recipe, bad data) ends it with that status."""
+    (fake_slurm / "llava-kit").write_text(FAKE_LLAVA_KIT)
+    (fake_slurm / "llava-kit").chmod(0o755)
+    done, tasks, options = sbatch(fake_slurm, tmp_path, ["stage2"], SLURM_JOB_ID="4242",
+                                  FAKE_LLAVA_KIT_EXIT=str(status))
+    assert done.returncode == status, done.stderr
+    requeued = fake_slurm / "srun.requeued"
+    if status == HANG_EXIT_CODE:
+        assert requeued.read_text().split() == ["4242"] and "requeueing job 4242" in done.stdout
+    else:
+        assert not requeued.exists()
+    assert "#SBATCH --requeue" in SBATCH.read_text().splitlines()
+    assert f"TORCH_NCCL_ASYNC_ERROR_HANDLING=${{TORCH_NCCL_ASYNC_ERROR_HANDLING:-" \
+           f"{NCCL_TIMEOUT_ENV['TORCH_NCCL_ASYNC_ERROR_HANDLING']}}}" in SBATCH.read_text()

@@ -57,7 +57,7 @@ def test_rotation_keeps_the_newest_complete_ones(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-15"]
 
 
-def test_resume_carries_the_loss_and_refuses_other_data_or_world_size(tmp_path):
+def test_resume_carries_the_loss_refuses_other_data_and_records_a_resize(tmp_path):
     saved(tmp_path, 8)
     events = EventLog(tmp_path / "events.jsonl")
     with pytest.raises(KitError, match="the recipe changed since checkpoint-8 .*--allow-recipe-change"):
@@ -68,8 +68,14 @@ def test_resume_carries_the_loss_and_refuses_other_data_or_world_size(tmp_path):
     with pytest.raises(KitError, match="trained on other data") as err:
         ResumableCheckpoints(tmp_path, 1, {**FINGERPRINT, "data": "d2"}, events).resume_point()
     assert f"move {tmp_path} away" in str(err.value)
-    with pytest.raises(KitError, match="ZeRO shards for 2 processes but this run has 4: run with --nproc 2"):
-        ResumableCheckpoints(tmp_path, 1, {**FINGERPRINT, "world_size": 4}, events).resume_point()
+    # another world size resumes, recording what it converts (tests/test_reliability_resize.py runs it)
+    resized = ResumableCheckpoints(tmp_path, 1, {**FINGERPRINT, "world_size": 4, "grad_accum": 1, "zero_stage": 3},
+                                   events)
+    assert resized.resume_point().step == 8
+    (change,) = resized.resizes
+    assert change["from"] == "checkpoint-8" and change["world_size"] == [2, 4]
+    assert any("ZeRO-3" in c and "universal checkpoint" in c for c in change["conversions"])
+    assert events.read()[-1]["event"] == "resize"
 
 
 def test_every_recipe_states_its_checkpoint_policy():

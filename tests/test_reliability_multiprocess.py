@@ -1,5 +1,5 @@
 """Two processes (DeepSpeed ZeRO-3 `cpu-test` profile, gloo, through `llava-kit train --nproc 2`, which
-exec's into torchrun): a kill -9 of the whole job, or a SIGTERM to the launcher as `docker stop` sends
+runs torchrun and passes signals on): a kill -9 of the whole job, or a SIGTERM to the launcher as `docker stop` sends
 it, then the same command, ends bit-identical to an uninterrupted run; the planted bad samples,
 recorded by dataloader workers of both ranks, are listed once each across the resume.
 """
@@ -110,7 +110,8 @@ def assert_stopped_by_sigterm(tiny_world, name: str, output: str):
 
 
 def test_two_process_sigterm_to_launcher_saves_and_resumes_bit_identical(reference, tiny_world, planted, tmp_path):
-    """`docker stop` signals PID 1, here torchrun: it forwards SIGTERM to each worker's process group,
+    """`docker stop` signals PID 1, here the kit's launcher: it passes SIGTERM to torchrun, which forwards it to
+    each worker's process group,
     dataloader workers included; the ranks finish the step, agree, save once, exit; the rerun resumes."""
     data, faults = planted
     name = "rel-zero3-sigterm"
@@ -133,7 +134,8 @@ def test_two_process_sigterm_to_one_rank_stops_both_at_the_same_step(stage1_run,
     at the step end and leaves through the same stop path, instead of going on to the final save alone."""
     name = "rel-zero3-rank-sigterm"
     process = start_and_wait_for_first_checkpoint(tiny_world, planted[0], name, tmp_path / "term.log")
-    workers = {child.environ().get("RANK"): child for child in psutil.Process(process.pid).children()}
+    (torchrun,) = psutil.Process(process.pid).children()  # the launcher -> torchrun -> one worker per rank
+    workers = {child.environ().get("RANK"): child for child in torchrun.children()}
     workers["1"].send_signal(signal.SIGTERM)
     wait_for_exit(process, GRACE_S)
     output = output_of(process)

@@ -40,7 +40,9 @@ def modality_grouped_order(lengths: list[int], megabatch: int, generator: torch.
 
 
 class ModalityLengthSampler(Sampler[int]):
-    """Yields the whole order; accelerate then deals position k*W + r to rank r."""
+    """Yields the whole order, the same on every rank and for every world size (`megabatch` is the global
+    batch, which llava.train.resize keeps); accelerate's BatchSamplerShard then deals micro-batch k*W + r to
+    rank r, so each optimizer step takes the same window of the order whatever W is."""
 
     def __init__(self, lengths: list[int], megabatch: int, seed: int):
         self.lengths = list(lengths)

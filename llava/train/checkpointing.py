@@ -25,6 +25,8 @@ from llava.errors import KitError
 from llava.train.events import EventLog
 from llava.fault_injection import kill_in_save
 from llava.train.recipe_change import change_report, recipe_changes
+from llava.train.resize import resize_conversions
+from llava.train.universal_resume import drop_converted
 
 MARKER = "COMPLETE.json"
 STAGING = ".staging"
@@ -122,8 +124,10 @@ def segment_loss_sum(trainer) -> float:
 class ResumableCheckpoints:
     """The stage's checkpoint folder: resume point, atomic saves, rotation.
 
-    `fingerprint` ({"recipe_hash", "data", "world_size", "deepspeed"}) is stored in each marker so a
-    resume on other data or another ZeRO world size is refused instead of silently going wrong.
+    `fingerprint` ({"recipe_hash", "data", "world_size", "grad_accum", "deepspeed", "zero_stage"}) is
+    stored in each marker so a resume on other data is refused instead of silently going wrong, and a
+    resume on another world size knows what to convert; `resizes` (each world-size change and the
+    conversions it ran, llava.train.resize) is carried into every later marker.
     """
 
     def __init__(self, trainer_dir: str | Path, keep_last: int, fingerprint: dict, events: EventLog, stop=None,
@@ -142,12 +146,14 @@ class ResumableCheckpoints:
         self.latest: Checkpoint | None = None
         self.base_step = 0
         self.base_loss_sum = 0.0
+        self.resizes: list[dict] = []  # every world-size change on the way to the latest checkpoint
 
     def resume_point(self) -> Checkpoint | None:
         """Newest complete checkpoint, checked against this run; sets the loss carried over from it."""
         found = latest_checkpoint(self.trainer_dir)
         if found is None:
             return None
+        self.resizes = list(found.marker.get("resizes") or [])
         self._check_compatible(found)
         self.latest = found
         self.base_step = found.step
@@ -164,12 +170,13 @@ class ResumableCheckpoints:
                            f"{str(saved.get('data'))[:12]}, now {str(now['data'])[:12]}): its sampler position means "
                            f"nothing for this data. Restore the data it was trained on, or {start_over}")
         ranks = saved.get("world_size")
-        if ranks != now["world_size"]:
-            if now["deepspeed"]:
-                raise KitError(f"{found.path} holds DeepSpeed ZeRO shards for {ranks} processes but this run has "
-                               f"{now['world_size']}: run with --nproc {ranks} to resume, or {start_over}")
-            self.events.emit("warning", f"{found.name} was saved by {ranks} processes, this run has "
-                             f"{now['world_size']}: resuming, but the data order is no longer the uninterrupted one")
+        if ranks is not None and ranks != now["world_size"]:
+            resized = {"from": found.name, "step": found.step, "world_size": [ranks, now["world_size"]],
+                       "conversions": resize_conversions(ranks, now["world_size"], saved.get("grad_accum"),
+                                                         now.get("grad_accum", 0), now.get("zero_stage"))}
+            self.resizes.append(resized)
+            self.events.emit("resize", f"{found.name} was saved by {ranks} processes, this run has "
+                             f"{now['world_size']}: " + "; ".join(resized["conversions"]), **resized)
         if saved.get("recipe_hash") != now["recipe_hash"]:
             self._check_recipe(found, start_over)
 
@@ -232,9 +239,10 @@ class ResumableCheckpoints:
         write_text(final / MARKER, json.dumps({
             "step": step, "reason": self.reason, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "save_seconds": round(seconds, 3), "loss_sum": loss_sum, "fingerprint": self.fingerprint,
-            "recipe": self.recipe,
+            "recipe": self.recipe, "resizes": self.resizes,
             "files": file_sizes(final)}, indent=1, sort_keys=True))
         self._rotate(final)
+        drop_converted(self.trainer_dir)
         self.events.emit("checkpoint", f"saved resumable state {final} ({self.reason}, {seconds:.1f} s)",
                          step=step, reason=self.reason, path=str(final), seconds=round(seconds, 3))
 

@@ -49,6 +49,11 @@ def add_launch_flags(parser) -> None:
                              "cluster template; also set by LLAVA_KIT_PRINT_LAUNCH=1)")
 
 
+# NCCL settings under which a collective waiting on a dead or hung peer fails instead of waiting forever
+# (torch 2.13's names; docs/reliability.md, "A hang", says why each). The launch templates and compose
+# set the same values; a value already in the environment wins.
+NCCL_TIMEOUT_ENV = {"TORCH_NCCL_ASYNC_ERROR_HANDLING": "1"}
+
 # launch field -> (the variable launchers set, its default)
 LAUNCH_ENV = {"nproc": ("NUM_GPUS", 1), "nnodes": ("NNODES", 1), "node_rank": ("NODE_RANK", 0),
               "master_port": ("MASTER_PORT", 29500)}
@@ -81,13 +86,59 @@ def torchrun_command(launch: Launch, argv: list[str]) -> list[str]:
             *launch.torchrun_args(math.ceil(stop_grace_seconds()) + 5), "-m", "llava.cli", "train", *argv]
 
 
+def _stop_with_parent() -> None:
+    """In torchrun's process, before it starts: a SIGTERM when the launcher dies (even by SIGKILL), so the
+    job never outlives it (Linux prctl PR_SET_PDEATHSIG; elsewhere nothing)."""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def supervise(command: list[str], run_dir) -> int:
+    """Run torchrun as a child and return its exit status, HANG_EXIT_CODE when a rank's step watchdog fired.
+
+    torchrun reports any failed worker as exit 1; the restart policies of the launch templates (launch/)
+    need to tell a hang, worth restarting from the last checkpoint, from a bad recipe. torchrun runs in
+    its own process group, so a terminal's Ctrl-C reaches it once, through here; SIGTERM (docker stop,
+    a preemption notice) is passed on as it comes. With NCCL, collectives time out instead of waiting
+    forever (NCCL_TIMEOUT_ENV, set here unless the environment already sets them).
+    """
+    import signal
+    import subprocess
+    import time
+
+    from llava.train.watchdog import HANG_EXIT_CODE, hang_files_since
+
+    started = time.time()
+    child = subprocess.Popen(command, env={**NCCL_TIMEOUT_ENV, **os.environ}, process_group=0,
+                             preexec_fn=_stop_with_parent)
+    forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, lambda signum, frame: child.send_signal(signum)) for sig in forwarded}
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    hung = hang_files_since(run_dir, started)
+    if code != 0 and hung:
+        print(f"error: a rank stopped making progress (stacks: {', '.join(map(str, hung))}); exiting with "
+              f"{HANG_EXIT_CODE} so the job is restarted from the last checkpoint", file=sys.stderr)
+        return HANG_EXIT_CODE
+    return code if code >= 0 else 128 - code
+
+
 def run(args) -> int:
     from llava.profiles import apply_profile
     from llava.recipe import load_recipe
+    from llava.train.resize import grad_accum_for
 
     # yaml + pydantic only: a bad recipe or --set is reported once, before torch loads or torchrun starts
     recipe = apply_profile(load_recipe(args.recipe, args.overrides), args.profile)
     launch = launch_from(args)
+    grad_accum_for(recipe.training, launch.nproc * launch.nnodes, str(recipe.source))  # refused before torchrun
     if launch.distributed and "LOCAL_RANK" not in os.environ:
         # no launch flags here: torchrun's parser would take --nproc for its own --nproc-per-node
         # (ambiguous prefix); the workers see LOCAL_RANK and do not re-launch
@@ -102,7 +153,8 @@ def run(args) -> int:
         if args.print_launch:
             print(json.dumps({"torchrun": command}))
             return 0
-        os.execv(sys.executable, command)
+        from llava.paths import VolumeLayout
+        return supervise(command, VolumeLayout.from_env(args.home).runs / recipe.name)
     if args.print_launch:
         print(json.dumps({"torchrun": None}))  # one process: trains in this one, no torchrun
         return 0

@@ -15,7 +15,7 @@ from typing import Any
 # dotted prefixes whose values never change the weights a run produces
 BOOKKEEPING = ("description", "output", "profile", "checkpointing.", "training.logging_steps", "training.report_to",
                "training.save_strategy", "training.save_steps", "training.save_total_limit",
-               "training.dataloader_num_workers")
+               "training.dataloader_num_workers", "watchdog.")
 # keys that decide how many optimizer steps the stage has, hence the LR schedule's length
 LENGTH_KEYS = ("training.max_steps", "training.epochs")
 

@@ -31,9 +31,12 @@ from llava.train.console import StageProgress, log_file, print_header, stage_con
 from llava.train.checkpointing import Checkpoint, ResumableCheckpoints, latest_checkpoint, remove_incomplete
 from llava.train.events import EventLog
 from llava.train.forward import forward_options
+from llava.train.resize import grad_accum_for
+from llava.train.universal_resume import convert_to_universal, converted_folder, saved_tag
 from llava.train.signals import StopRequests, TrainingStopped
 from llava.train.step_control import StepControl, agree_on_stop
 from llava.train.trainer import LlavaTrainer
+from llava.train.watchdog import StepWatchdog, step_samples
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +51,7 @@ class StageResult:
 
 def grad_accum_for_world(recipe: Recipe, world: int) -> int:
     """Keep the recipe's global batch on another number of GPUs by rescaling accumulation."""
-    spec = recipe.training
-    if not spec.keep_global_batch or world == spec.num_gpus:
-        return spec.grad_accum
-    total = spec.grad_accum * spec.num_gpus
-    if total % world:
-        raise KitError(f"{recipe.source}: global batch {spec.global_batch} cannot be kept on {world} processes "
-                       f"(grad_accum x num_gpus = {total} is not divisible); set training.keep_global_batch=false")
-    return total // world
+    return grad_accum_for(recipe.training, world, str(recipe.source))
 
 
 def training_arguments(recipe: Recipe, run_dir: Path, accelerator_config: dict) -> TrainingArguments:
@@ -95,6 +91,7 @@ def training_arguments(recipe: Recipe, run_dir: Path, accelerator_config: dict) 
         deepspeed=load_deepspeed_config(recipe.deepspeed),
         use_cpu=not cuda,
         ddp_backend="gloo" if accelerator_config else None,
+        ddp_timeout=recipe.watchdog.collective_timeout_s,
         accelerator_config=accelerator_config or None,
         disable_tqdm=False,
     )
@@ -114,8 +111,10 @@ def build_dataset(recipe: Recipe, built: BuiltModel, inputs, run_dir: Path) -> t
 def fingerprint(recipe: Recipe, inputs) -> dict:
     """What a resumable checkpoint must match to be resumed by this run (stored in its marker)."""
     data = inputs.manifest_hashes().get("data") or sha256_file(inputs.data_file)  # data.require_manifest=false
+    ds_config = load_deepspeed_config(recipe.deepspeed) or {}
     return {"recipe_hash": recipe.content_hash(), "data": data, "world_size": world_size(),
-            "deepspeed": recipe.deepspeed}
+            "grad_accum": grad_accum_for_world(recipe, world_size()), "deepspeed": recipe.deepspeed,
+            "zero_stage": ds_config.get("zero_optimization", {}).get("stage") if ds_config else None}
 
 
 def _resume_point(trainer: LlavaTrainer, store: ResumableCheckpoints, ledger: SkipLedger,
@@ -137,15 +136,39 @@ def _resume_point(trainer: LlavaTrainer, store: ResumableCheckpoints, ledger: Sk
     return resume
 
 
-def _train(trainer: LlavaTrainer, resume: Checkpoint | None, ledger: SkipLedger, events: EventLog):
+def _load_path(trainer: LlavaTrainer, store: ResumableCheckpoints, resume: Checkpoint | None,
+               events: EventLog) -> str | None:
+    """The folder transformers resumes from: the checkpoint, or its universal copy when ZeRO shards
+    were saved by another number of processes (llava.train.universal_resume)."""
+    if resume is None:
+        return None
+    saved_world = resume.marker.get("fingerprint", {}).get("world_size")
+    if not trainer.is_deepspeed_enabled or saved_world in (None, world_size()) or saved_tag(resume.path) is None:
+        return str(resume.path)
+    folder = converted_folder(store.trainer_dir, resume.path)
+    if trainer.is_world_process_zero():
+        started = time.monotonic()
+        convert_to_universal(resume.path, store.trainer_dir, saved_world)
+        events.emit("convert", f"converted {resume.name} ({saved_world} processes) to DeepSpeed's universal "
+                    f"checkpoint in {folder} ({time.monotonic() - started:.1f} s)", step=resume.step, path=str(folder))
+    trainer.accelerator.wait_for_everyone()
+    # the engine is built inside train(): from this config it loads the per-parameter files for this world size
+    trainer.accelerator.state.deepspeed_plugin.deepspeed_config.setdefault("checkpoint", {})["load_universal"] = True
+    trainer.universal_resume = True
+    return str(folder)
+
+
+def _train(trainer: LlavaTrainer, load_path: str | None, ledger: SkipLedger, events: EventLog,
+           watchdog: StepWatchdog):
     try:
-        return trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+        return trainer.train(resume_from_checkpoint=load_path)
     except KitError:
         if ledger.over_budget():  # raised in a dataloader worker, the message arrives wrapped in its traceback
             events.emit("abort", f"too many unusable samples: see {ledger.path}", skipped=len(ledger.seen_ids()))
             raise KitError(ledger.budget_message()) from None
         raise
     finally:
+        watchdog.stop()
         _close_progress_bars(trainer)
 
 
@@ -216,10 +239,12 @@ def _train_stage(recipe: Recipe, layout: VolumeLayout, run_dir: Path, allow_reci
                                      recipe=recipe.model_dump(mode="json"), allow_recipe_change=allow_recipe_change)
         trainer.checkpoints = store
         trainer.add_callback(StepControl(recipe.checkpointing.resume_every_steps, store, stop, events))
+        watchdog = StepWatchdog(recipe.watchdog, run_dir, args.process_index, step_samples(trainer, dataset))
+        trainer.add_callback(watchdog)
         resume = _resume_point(trainer, store, collator.ledger, events)
         if agree_on_stop(stop, args.device):  # signalled while the model loaded: nothing new to save
             raise TrainingStopped(_stopped_message(recipe, stop, store, resume.step if resume else 0))
-        result = _train(trainer, resume, collator.ledger, events)
+        result = _train(trainer, _load_path(trainer, store, resume, events), collator.ledger, events, watchdog)
         step = trainer.state.global_step
         if agree_on_stop(stop, args.device) and step < trainer.state.max_steps:
             events.emit("stop", f"stopped by {stop.signal_name} after step {step}", step=step, signal=stop.signal_name)
@@ -236,8 +261,9 @@ def _train_stage(recipe: Recipe, layout: VolumeLayout, run_dir: Path, allow_reci
                        extra={"stage": recipe.name, "recipe": recipe.model_dump(mode="json"),
                               "loss_history": [[e["step"], e["loss"]] for e in trainer.state.log_history
                                                if "loss" in e and "step" in e],
-                              "world_size": world_size(), "device": args.device.type,
-                              "resumed_from": resume.name if resume else None,
+                               "world_size": world_size(), "device": args.device.type,
+                               "resumed_from": resume.name if resume else None,
+                               "resizes": store.resizes,
                               "skips_file": str(collator.ledger.path) if skipped else None})
         events.emit("done", f"{recipe.name} finished at step {step} -> {output}", step=step, output=str(output))
     return StageResult(output, train_loss, step, skipped)

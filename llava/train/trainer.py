@@ -7,6 +7,7 @@ from transformers import Trainer
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 from llava.data.sampler import ModalityLengthSampler
+from llava.fault_injection import stall_in_step
 from llava.model.tunable import optimizer_groups
 from llava.train.checkpointing import load_model_weights
 from llava.train.forward import ForwardOptions, forward_batch
@@ -81,9 +82,40 @@ class LlavaTrainer(Trainer):
             optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, target)
             optimizer_kwargs.pop("lr", None)
             self.optimizer = optimizer_cls(groups, lr=self.args.learning_rate, **optimizer_kwargs)
+            self._group_settings = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         return self.optimizer
 
+    # Set by llava.train.run when it resumes from a DeepSpeed universal checkpoint (llava.train.universal_resume).
+    universal_resume = False
+    _group_settings: list[dict] = []
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if self.universal_resume and checkpoint is not None:
+            self._repair_universal_load()
+
+    def _repair_universal_load(self) -> None:
+        """Two things DeepSpeed's universal ZeRO-3 load leaves wrong (deepspeed/runtime/zero/stage3.py,
+        load_hp_checkpoint_state_from_checkpoint_dir_stage3) for an optimizer with several param groups:
+        - every group gets the first group's hyperparameters, so the vision tower's group would run at the
+          LLM's learning rate: each group gets its own values back, its learning rate from the restored scheduler;
+        - every partition's Adam state gets the same `step` tensor, which AdamW then increments once per
+          partition per step, so the bias correction runs ahead: each partition gets its own copy.
+        """
+        scheduler = self.lr_scheduler
+        for group, settings, lr, base in zip(self.optimizer.param_groups, self._group_settings,
+                                             scheduler.get_last_lr(), scheduler.base_lrs):
+            group.update(settings)
+            group.update(lr=lr, initial_lr=base)
+        inner = self.optimizer  # accelerate's wrapper -> DeepSpeed's ZeRO-3 optimizer -> the torch optimizer
+        while hasattr(inner, "optimizer"):
+            inner = inner.optimizer
+        for state in inner.state.values():
+            if isinstance(state.get("step"), torch.Tensor):
+                state["step"] = state["step"].clone()
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        stall_in_step(self.state.global_step + 1)
         loss, outputs = forward_batch(model, inputs, self.forward_options)
         return (loss, outputs) if return_outputs else loss
 
