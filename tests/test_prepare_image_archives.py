@@ -165,7 +165,7 @@ def test_a_size_that_differs_from_the_sources_file_is_named(world, capsys):
     assert _run(world) == 2
     err = capsys.readouterr().err
     assert f"image archive {server.url}/textvqa/train_val_images.zip has no bytes past" in err
-    assert "the archive changed or the sources file is wrong" in err
+    assert "the file changed or its recorded size is wrong" in err
 
 
 def test_an_image_missing_from_the_archives_is_named(world, capsys):
