@@ -12,7 +12,6 @@ single-pass; the kit's per-row reads, per-question hits and acc.csv bytes must e
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
@@ -26,6 +25,7 @@ from PIL import Image
 from llava.evaluate.circular import score_questions
 from llava.evaluate.matching import can_infer, prediction_as_scored
 from llava.evaluate.mmbench_tsv import LETTERS, read_mmbench_tsv, write_mmbench_tsv
+from llava.evaluate.suite import load_suite
 from llava.evaluate.table import acc_csv_text, accuracy_table
 
 from vlmevalkit_env import vlmevalkit_python  # same tests folder
@@ -146,7 +146,15 @@ def artifact_scores(tmp_path_factory) -> dict:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     for name, case in cases.items():
         case["artifact"] = json.loads((work / f"{name}.artifact.json").read_text())
+    cases["sources"] = json.loads((work / "benchmark_sources.json").read_text())
     return cases
+
+
+def test_mmbench_suite_fetches_from_the_artifacts_own_url_and_md5(artifact_scores: dict) -> None:
+    suite = load_suite("eval/mmbench_dev_en.yaml")
+    sources = artifact_scores["sources"]
+    assert suite.tsv.url == sources["url"][suite.dataset]
+    assert suite.tsv.md5 == sources["md5"][suite.dataset] == "b6caf1133a01c6bb705cf753bb527ed8"
 
 
 @pytest.mark.parametrize("name", [CIRCULAR, VANILLA])

@@ -6,8 +6,9 @@ dataset it does what VLMEvalKit's inference leaves and its evaluation reads: the
 `prediction` column (`str()` of the answer, the `image` column dropped) dumped as the prediction .xlsx,
 then `CustomMCQDataset.evaluate(..., model="exact_matching")` (circular for names holding "MMBench",
 else single-pass). It writes WORK/<DATASET>.artifact.json: the hit per scored question from the result
-sheet, the letter `can_infer` reads from each row of the reloaded sheet, and the acc.csv's path.
-Nothing here changes VLMEvalKit's code.
+sheet, the letter `can_infer` reads from each row of the reloaded sheet, and the acc.csv's path; and
+WORK/benchmark_sources.json: ImageMCQDataset's DATASET_URL and DATASET_MD5. Nothing here changes
+VLMEvalKit's code.
 """
 
 from __future__ import annotations
@@ -43,7 +44,15 @@ def score(work: Path, dataset: str) -> dict:
             "acc_csv": str(work / f"llava_kit_{dataset}_acc.csv")}
 
 
+def benchmark_sources() -> dict:
+    """Where the artifact downloads each MMBench TSV from, and the md5 it holds it to."""
+    from vlmeval.dataset.image_mcq import ImageMCQDataset
+
+    return {"url": ImageMCQDataset.DATASET_URL, "md5": ImageMCQDataset.DATASET_MD5}
+
+
 if __name__ == "__main__":
     folder = Path(sys.argv[1])
     for name in sys.argv[2:]:
         (folder / f"{name}.artifact.json").write_text(json.dumps(score(folder, name)))
+    (folder / "benchmark_sources.json").write_text(json.dumps(benchmark_sources()))
