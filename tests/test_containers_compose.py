@@ -106,6 +106,8 @@ def test_volumes_are_shared_consistently(base):
         env = service.get("environment") or {}
         mounted = {}
         for mount in service.get("volumes", []):
+            if mount["target"] == "/run/secrets/llava-kit":
+                continue  # publish's token folder (test_token_reaches_publish_and_prepare_only)
             assert mount["type"] == "volume", f"{name} bind-mounts {mount['source']}"
             assert mount["target"] == MOUNTS[mount["source"]], f"{name}: {mount}"
             mounted[mount["source"]] = mount["target"]
@@ -170,17 +172,37 @@ def test_image_roots_are_a_read_only_mount_of_prepare():
     assert (given["type"], given["source"], given["read_only"]) == ("bind", "/srv/llava-images", True)
 
 
-def test_token_secret_only_on_publish(base):
+def test_token_reaches_publish_and_prepare_only(base):
+    """publish reads HF_TOKEN or the file in the mounted secrets/ folder; nothing is a compose secret, so a
+    missing token file cannot stop the engine from creating the pipeline's other containers."""
     services = base["services"]
-    assert services["publish"]["secrets"] == [{"source": "hf_token", "target": "/run/secrets/hf_token"}]
-    assert services["publish"]["environment"]["HF_TOKEN_PATH"] == "/run/secrets/hf_token"
+    assert "secrets" not in base
+    publish = services["publish"]
+    assert publish["environment"]["HF_TOKEN_PATH"] == "/run/secrets/llava-kit/hf_token"
+    folder = next(m for m in publish["volumes"] if m["target"] == "/run/secrets/llava-kit")
+    assert (folder["type"], folder["source"], folder["read_only"]) == ("bind", str(ROOT / "secrets"), True)
+    assert (ROOT / "secrets" / ".gitignore").is_file()  # the folder always exists; the token is never committed
     for name, service in services.items():
         env = service.get("environment") or {}
-        assert "HF_TOKEN" not in env, name
+        assert not service.get("secrets"), name
+        if name in ("publish", "prepare"):
+            assert env["HF_TOKEN"] is None, name  # passed through only when set on the host
+        else:
+            assert "HF_TOKEN" not in env, name
         if name != "publish":
-            assert not service.get("secrets"), name
             assert "HF_TOKEN_PATH" not in env, name
-    assert base["secrets"]["hf_token"]["file"].endswith("secrets/hf_token")
+            assert all("/run/secrets" not in m["target"] for m in service.get("volumes") or []), name
+    assert "HF_HUB_ENABLE_HF_TRANSFER" not in services["prepare"]["environment"]  # huggingface-hub 2.4 ignores it
+    assert services["prepare"]["environment"]["HF_XET_HIGH_PERFORMANCE"] is None
+    given = model("compose.yaml", env={"HF_TOKEN": "hf_x", "LLAVA_KIT_SECRETS_DIR": "/srv/secrets"})["services"]
+    assert given["prepare"]["environment"]["HF_TOKEN"] == "hf_x"
+    assert any(m["source"] == "/srv/secrets" for m in given["publish"]["volumes"])
+
+
+def test_eval_reserves_one_gpu_whatever_num_gpus():
+    services = model("compose.yaml", env={"NUM_GPUS": "8"})["services"]
+    assert services["eval"]["deploy"]["resources"]["reservations"]["devices"][0]["count"] == 1
+    assert services["stage2"]["deploy"]["resources"]["reservations"]["devices"][0]["count"] == 8
 
 
 def test_eval_service_has_vlmevalkit_environment(base):
@@ -283,9 +305,11 @@ def test_rehearsal_override_keeps_the_services_entrypoints_and_volumes():
         assert tiny[name]["image"] == plain[name]["image"] == "llava-kit:cpu", name
         extra = [m for m in tiny[name]["volumes"] if m not in plain[name]["volumes"]]
         assert extra == ([{"type": "bind", "source": "/srv/rehearsal", "target": "/rehearsal", "read_only": True,
-                           "bind": {}}] if name == "prepare" else []), name
+                           "bind": {}}] if name in ("prepare", "eval") else []), name
     assert tiny["prepare"]["command"] == plain["prepare"]["command"]
     assert tiny["publish"]["command"] == plain["publish"]["command"]
+    assert tiny["eval"]["command"][:4] == ["eval", "/data/checkpoints/stage2", "--suite", "/rehearsal/shapes.yaml"]
+    assert "--tsv" not in tiny["eval"]["command"]  # the TSV comes from the suite's tsv.url
     for stage in STAGES:
         assert tiny[stage]["command"][:2] == ["train", f"stages/smoke/{stage}.yaml"]
-        assert tiny[stage]["environment"]["LLAVA_KIT_PROFILE"] == "seed"
+        assert tiny[stage]["environment"]["LLAVA_KIT_PROFILE"] == ("fast" if stage == "stage1" else "seed")

@@ -1,4 +1,7 @@
-"""Answer extraction under VLMEvalKit HEAD's exact-matching rules (evaluation.md §3.3)."""
+"""Answer extraction under the pinned VLMEvalKit's exact-matching rules (ms-vlmeval 0.0.20; evaluation.md).
+
+Hand-picked cases that document the rules; tests/test_eval_matching_pinned.py checks the same functions
+against the artifact's own on generated predictions."""
 
 from __future__ import annotations
 
@@ -24,8 +27,7 @@ def read(prediction: object, choices: dict[str, str] = CHOICES) -> str | None:
     ("The shape is green.", "C"),             # the one option text contained in the answer
     ("A dog", "A"),                           # 'A' read as the letter before any text matching
     ("Z", "Z"),                               # a lone Z
-    ("The answer is C, not D", "C"),          # two letters, but "answer is X"
-    ("the correct answer is **b**", "B"),     # the phrase is case-insensitive
+    ("The answer is C", "C"),                 # one letter among the last four tokens
 ])
 def test_readable_answers(prediction: str, expected: str) -> None:
     assert read(prediction) == expected
@@ -33,7 +35,9 @@ def test_readable_answers(prediction: str, expected: str) -> None:
 
 @pytest.mark.parametrize("prediction", [
     "b",                                      # letters are case-sensitive: lowercase is not a letter
-    "B or C",                                 # two letters, no "answer is"
+    "B or C",                                 # two letters
+    "The answer is C, not D",                 # two letters: no phrase rule picks one
+    "the correct answer is **b**",            # lowercase b is no letter, and there is no phrase rule
     "",                                       # empty -> 'nan' after VLMEvalKit's xlsx round trip
     "None", "N/A", "NA", "null",              # read back as NaN by pandas -> 'nan'
     None, float("nan"),
@@ -56,22 +60,30 @@ def test_refusals_read_as_z(refusal: str) -> None:
 
 
 def test_letter_must_be_among_last_four_tokens() -> None:
-    # HEAD's position rule: 'B' is the 1st of 5 tokens -> not read; 1st of 4 tokens -> read.
+    # the position rule: 'B' is the 1st of 5 tokens -> not read; 1st of 4 tokens -> read.
     assert can_infer_option("B is the blue one", dict(CHOICES)) is None
     assert can_infer_option("B is blue one", dict(CHOICES)) == "B"
     assert can_infer_option("I would pick option B here", dict(CHOICES)) == "B"
 
 
 def test_long_verbose_answer_is_not_read() -> None:
-    # seed era (v0.2) read this as B; HEAD neither reads the early letter nor text-matches a long answer
+    # seed era (v0.2) read this as B; the pinned code neither reads the early letter nor text-matches it
     verbose = ("B is correct because the square in the picture is clearly blue and it sits on the left "
                "side of the frame, next to a red circle")
     assert can_infer_option(verbose, dict(CHOICES)) is None
     assert len(verbose) > 2 * sum(len(t) for t in CHOICES.values())
     assert can_infer_text(verbose, dict(CHOICES)) is None
     assert read(verbose) is None
-    # an explicit phrase still rescues a long answer
-    assert read("Looking at every shape in the picture carefully, the answer is B since it is blue") == "B"
+    # nor does an "answer is X" phrase rescue it (an older VLMEvalKit had that rule; the pinned one has not)
+    assert read("Looking at every shape in the picture carefully, the answer is B since it is blue") is None
+
+
+def test_answer_is_phrase_gives_no_letter() -> None:
+    """The old "answer is X" rule read the b of "blue" as option B; the pinned code only matches texts."""
+    # 27 characters against options of 4 + 3: too long to text-match, so nothing is read (scores 0)
+    assert read("The correct answer is blue.", {"A": "blue", "B": "red"}) is None
+    assert read("The correct answer is a blue square.", {"A": "a blue square", "B": "a red circle"}) == "A"
+    assert read("The correct answer is a blue square.", {"A": "a red circle", "B": "a blue square"}) == "B"
 
 
 def test_text_matching_rules() -> None:

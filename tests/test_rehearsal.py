@@ -1,12 +1,16 @@
 """Dress rehearsal: README's GPU path walked end to end as compose services on the CPU image.
 
-`docker compose run --rm` prepare, stage1, stage1_5, stage2, eval, publish, in that order, over the
-shared volumes (host folders via compose.hostdirs.yaml, so this test reads what each step wrote), with
-compose.ci.yaml (CPU image, no GPU reservations) and compose.rehearsal.yaml (tiny smoke recipes, builtin
-eval, host networking). Everything the containers fetch comes from loopback servers in this process:
-the Hub stand-in (tests/fake_hub.py) holds the two models and the three datasets in their real
-layouts (LLaVA-Pretrain JSON + images.zip, ReCap parquet, mix665k JSON), and the archive server
-(tests/archive_server.py) holds COCO/GQA/TextVQA/VG image zips. Publish pushes to the Hub stand-in.
+The one-command pipeline (`docker compose -f compose.yaml -f compose.pipeline.yaml up`) on fresh
+volumes and with no Hub token: prepare, stage1, stage1_5, stage2 and eval run through, publish alone
+stops and says how to give the token; then `docker compose run --rm publish` with the token, and an eval
+whose suite's TSV has another MD5 (refused, naming the file). All over the shared volumes (host folders
+via compose.hostdirs.yaml, so this test reads what each step wrote), with compose.ci.yaml (CPU image, no
+GPU reservations) and compose.rehearsal.yaml (tiny smoke recipes, builtin eval, host networking).
+Everything the containers fetch comes from loopback servers in this process: the Hub stand-in
+(tests/fake_hub.py) holds the two models and the three datasets in their real layouts (LLaVA-Pretrain
+JSON + images.zip, ReCap parquet, mix665k JSON), and the archive server (tests/archive_server.py) holds
+COCO/GQA/TextVQA/VG image zips and the shapes benchmark TSV (the LMUData volume starts empty, as on a
+fresh box). Publish pushes to the Hub stand-in.
 
 Needs the engine and image that `.ci/docker-engine.sh --exec` provides (.ci/run's docker step sets
 DOCKER_HOST, LLAVA_KIT_CPU_IMAGE and LLAVA_KIT_DOCKER_TESTS=1); without LLAVA_KIT_DOCKER_TESTS=1 it skips,
@@ -15,6 +19,7 @@ and with it but no engine it fails.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -39,10 +44,12 @@ STAGE2_SOURCES = (("coco", "train2017.zip", "train2017"), ("gqa", "images.zip", 
                   ("textvqa", "train_val_images.zip", "train_images"), ("vg", "images.zip", "VG_100K"),
                   ("vg", "images2.zip", "VG_100K_2"))
 SIZES = {"stage1": 32, "stage1_5": 16, "stage2": 40}  # subset sizes in the rehearsal's source table
+PIPELINE = ("prepare", "stage1", "stage1_5", "stage2", "eval", "publish")
+TSV_URL_PATH = "/benchmarks/shapes_colour.tsv"
 
 pytestmark = [
     pytest.mark.docker,
-    pytest.mark.timeout(3600),
+    pytest.mark.timeout(5400),
     pytest.mark.skipif(os.environ.get("LLAVA_KIT_DOCKER_TESTS") != "1",
                        reason="docker step of .ci/run: `.ci/docker-engine.sh --exec pytest -m docker` runs it"),
 ]
@@ -114,6 +121,20 @@ def _source_table(archives, folder: Path) -> Path:
     return path
 
 
+def _suites(archives, tsv: Path, folder: Path) -> None:
+    """Eval suites whose TSV comes from the archive server: the right file, and one with another MD5."""
+    from llava.packaged import packaged_path
+
+    good = tsv.read_bytes()
+    archives.files[TSV_URL_PATH] = good
+    archives.files["/benchmarks/shapes_colour_edited.tsv"] = good.replace(b"\n", b"\r\n", 1)
+    base = yaml.safe_load(packaged_path("eval/shapes_smoke.yaml").read_text())
+    for name, file, path in (("shapes.yaml", "shapes_colour.tsv", TSV_URL_PATH),
+                             ("shapes_wrong_md5.yaml", "shapes_colour_edited.tsv", "/benchmarks/shapes_colour_edited.tsv")):
+        base["tsv"] = {"file": file, "md5": hashlib.md5(good).hexdigest(), "url": f"{archives.url}{path}"}
+        (folder / name).write_text(yaml.safe_dump(base, sort_keys=False))
+
+
 def _readable_by_the_image_user(path: Path) -> None:
     """uid 1000 in the containers must traverse and read these (pytest's tmp folders are 0700)."""
     for item in [path, *path.rglob("*")]:
@@ -129,11 +150,18 @@ class Rehearsal:
         self.logs.mkdir()
         self.times: list[tuple[str, float, int]] = []
 
-    def run(self, step: str, *args: str, extra_env: dict[str, str] | None = None, timeout: int = 1500) -> str:
+    def compose(self, *files: str) -> list[str]:
         cmd = [str(COMPOSE), "-p", PROJECT, "--project-directory", str(ROOT)]
-        for name in FILES:
+        for name in (*FILES, *files):
             cmd += ["-f", str(ROOT / name)]
-        cmd += ["run", "--rm", "-T", *args]
+        return cmd
+
+    def run(self, step: str, *args: str, extra_env: dict[str, str] | None = None, timeout: int = 1500,
+            expect: int | None = 0, up: bool = False) -> str:
+        """`compose run --rm` one service (or, with `up`, the pipeline file's `up`); exit code `expect`
+        (None: any failure)."""
+        cmd = self.compose("compose.pipeline.yaml") + ["up", *args] if up else \
+            self.compose() + ["run", "--rm", "-T", *args]
         log = self.logs / (re.sub(r"[^A-Za-z0-9_.]+", "-", step).strip("-") + ".log")
         started = time.monotonic()
         with log.open("w") as sink:
@@ -143,8 +171,17 @@ class Rehearsal:
         self.times.append((step, seconds, done.returncode))
         text = log.read_text(errors="replace")
         self.say(f"[rehearsal] {step}: exit {done.returncode} after {seconds:.0f} s (compose run {' '.join(args)})")
-        assert done.returncode == 0, f"{step} failed (log {log}):\n{text[-6000:]}"
+        ok = done.returncode != 0 if expect is None else done.returncode == expect
+        assert ok, f"{step}: exit {done.returncode}, expected {expect} (log {log}):\n{text[-6000:]}"
         return text
+
+    def exit_codes(self) -> dict[str, int]:
+        """service -> exit code of its container left by `up` (`compose ps -a`)."""
+        done = subprocess.run([*self.compose("compose.pipeline.yaml"), "ps", "-a", "--format", "json"], env=self.env,
+                              capture_output=True, text=True, timeout=120, cwd=ROOT, check=True)
+        text = done.stdout.strip()
+        entries = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines()]
+        return {entry["Service"]: entry["ExitCode"] for entry in entries}
 
     def say(self, text: str) -> None:
         """Straight to the terminal, so .ci/run's log shows each step as it finishes."""
@@ -152,9 +189,7 @@ class Rehearsal:
             print(text, flush=True)
 
     def down(self) -> None:
-        cmd = [str(COMPOSE), "-p", PROJECT, "--project-directory", str(ROOT)]
-        for name in FILES:
-            cmd += ["-f", str(ROOT / name)]
+        cmd = self.compose("compose.pipeline.yaml")
         subprocess.run([*cmd, "--profile", "*", "down", "--volumes", "--remove-orphans"], env=self.env,
                        capture_output=True, timeout=300, cwd=ROOT)
 
@@ -173,23 +208,26 @@ def rehearsal(request):
                                                                test_questions=8, text_only_fraction=0.2))
     data = base / "data"
     for folder in ("models", "datasets", "checkpoints", "runs", "hf-cache", "LMUData"):
-        (data / folder).mkdir(parents=True)
-    shutil.copy(held_out_tsv(world), data / "LMUData" / "shapes_colour.tsv")
-    config = base / "config"
-    config.mkdir()
-    (config / "hf_token").write_text(TOKEN)
+        (data / folder).mkdir(parents=True)  # all empty: a fresh box
+    config, secrets, no_secrets = base / "config", base / "secrets", base / "no-secrets"
+    for folder in (config, secrets, no_secrets):
+        folder.mkdir()
+    (secrets / "hf_token").write_text(TOKEN)
     with FakeHub(base / "hub", token=TOKEN) as hub, ArchiveServer() as archives:
         commits = _publish_inputs(world, hub, archives, base)
         _source_table(archives, config)
-        _readable_by_the_image_user(config)
+        _suites(archives, held_out_tsv(world), config)
+        for folder in (config, secrets, no_secrets):
+            _readable_by_the_image_user(folder)
         subprocess.run(["chown", "-R", "1000:1000", str(data)], check=True)
         env = {key: value for key, value in os.environ.items()
                if not key.startswith(("LLAVA_KIT_PROFILE", "LLAVA_KIT_IMAGE_ROOTS", "HF_"))}
         env.update({"LLAVA_KIT_DATA_ROOT": str(data), "LLAVA_KIT_REHEARSAL_DIR": str(config),
-                    "HF_ENDPOINT": hub.url, "HF_TOKEN_FILE": str(config / "hf_token"), "HF_REPO_ID": REPO_ID,
+                    "HF_ENDPOINT": hub.url, "LLAVA_KIT_SECRETS_DIR": str(no_secrets), "HF_REPO_ID": REPO_ID,
                     "COMPOSE_PROJECT_NAME": PROJECT})
         walk = Rehearsal(base, env, request.config.pluginmanager.getplugin("capturemanager"))
         walk.hub, walk.archives, walk.commits, walk.data, walk.world = hub, archives, commits, data, world
+        walk.secrets, walk.tsv = secrets, held_out_tsv(world)
         try:
             yield walk
         finally:
@@ -207,8 +245,15 @@ def _manifest(folder: Path) -> dict:
 def test_the_gpu_path_runs_end_to_end_on_the_cpu_image(rehearsal):
     data = rehearsal.data
 
+    # the whole pipeline with `up`, no token anywhere: everything up to eval runs, publish alone stops
+    log = rehearsal.run("pipeline up (no token)", "--abort-on-container-failure", up=True, expect=None,
+                        timeout=3300)
+    assert rehearsal.exit_codes() == {**{name: 0 for name in PIPELINE[:-1]}, "publish": 2}
+    said = [line for line in log.splitlines() if line.startswith("publish") and "error:" in line]
+    assert len(said) == 1 and "no Hugging Face token" in said[0], said
+    assert "secrets/hf_token" in said[0] and "HF_TOKEN=hf_... docker compose run --rm publish" in said[0]
+
     # prepare: the models and all three datasets from the loopback Hub; stage-2 images from the archives
-    log = rehearsal.run("prepare", "prepare")
     for name, repo_id in (("qwen2.5-0.5b-instruct", "Qwen/Qwen2.5-0.5B-Instruct"),
                           ("siglip-so400m-patch14-384", "google/siglip-so400m-patch14-384")):
         body = _manifest(data / "models" / name)
@@ -227,10 +272,7 @@ def test_the_gpu_path_runs_end_to_end_on_the_cpu_image(rehearsal):
     for source, archive, _ in STAGE2_SOURCES:
         assert rehearsal.archives.gets(f"/{source}/{archive}") == [None], archive  # one full GET each
 
-    # the three stages; stage 1 with LLAVA_KIT_PROFILE=fast, the others with nothing set (seed)
-    rehearsal.run("stage1 (fast)", "stage1", extra_env={"LLAVA_KIT_PROFILE": "fast"})
-    rehearsal.run("stage1_5 (default)", "stage1_5")
-    rehearsal.run("stage2 (default)", "stage2")
+    # the three stages; stage 1 with the fast profile (compose.rehearsal.yaml), the others with nothing set
     profiles = {}
     for stage in ("stage1", "stage1_5", "stage2"):
         body = _manifest(data / "checkpoints" / stage)
@@ -240,12 +282,23 @@ def test_the_gpu_path_runs_end_to_end_on_the_cpu_image(rehearsal):
         assert (data / "checkpoints" / stage / "model.safetensors").is_file()
     assert profiles == {"stage1": ("fast", "fast"), "stage1_5": ("seed", "seed"), "stage2": ("seed", "seed")}
 
-    # eval (builtin) and publish to the loopback Hub; the card carries the eval's numbers
-    rehearsal.run("eval (builtin)", "eval")
+    # eval (builtin): the empty LMUData volume got the TSV from the suite's URL, once, checked by md5
+    assert rehearsal.archives.gets(TSV_URL_PATH) == [None]
+    assert (data / "LMUData" / "shapes_colour.tsv").read_bytes() == rehearsal.tsv.read_bytes()
+    assert f"fetching Shapes_MMBench_Smoke's TSV from {rehearsal.archives.url}{TSV_URL_PATH}" in log
     results = json.loads((data / "runs" / "stage2" / "eval" / "results.json").read_text())
     assert results["backend"] == "builtin" and results["n_questions"] == 8
     overall = next(row["value"] for row in results["rows"] if row["name"] == "Overall")
-    log = rehearsal.run("publish", "publish")
+
+    # a TSV with another md5 is refused, naming the file, and never takes the TSV's place
+    log = rehearsal.run("eval (TSV with a wrong md5)", "eval", expect=2,
+                        extra_env={"LLAVA_KIT_REHEARSAL_SUITE": "shapes_wrong_md5.yaml"})
+    bad = "/data/LMUData/shapes_colour_edited.tsv.bad-md5"
+    assert f"error: {bad}: the TSV downloaded from" in log and "Traceback" not in log
+    assert not (data / "LMUData" / "shapes_colour_edited.tsv").exists()
+
+    # publish alone, given the token as the secrets folder: the card carries the eval's numbers
+    log = rehearsal.run("publish (token given)", "publish", extra_env={"LLAVA_KIT_SECRETS_DIR": str(rehearsal.secrets)})
     assert "commit: " in log
     repo = rehearsal.hub.repo(REPO_ID)
     files = repo.resolve("main").files
@@ -255,7 +308,7 @@ def test_the_gpu_path_runs_end_to_end_on_the_cpu_image(rehearsal):
     assert f"value: {round(overall, 6)}" in card
     writes = rehearsal.hub.requests_for("POST", f"/api/models/{REPO_ID}/commit")
     assert writes and all({k.lower(): v for k, v in r["headers"].items()}.get("authorization") == f"Bearer {TOKEN}"
-                          for r in writes)  # the token came from the compose secret
+                          for r in writes)  # the token came from the mounted secrets folder
 
 
 def test_prepare_with_user_roots_downloads_no_archive(rehearsal):

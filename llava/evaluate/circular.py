@@ -27,23 +27,14 @@ class QuestionResult:
     log: str
 
 
-# Without circular passes VLMEvalKit's exact matching only reads predictions shorter than this
-# (extract_answer_from_item); longer ones score 0.
-VANILLA_MAX_CHARS = 10
+def _read(row: McqRow, prediction: object) -> str | None:
+    """The letter the pinned VLMEvalKit reads from one pass (the same rule with or without circular passes)."""
+    return can_infer(prediction_as_scored(prediction), dict(row.options))
 
 
-def _read(row: McqRow, prediction: object, circular: bool) -> str | None:
-    text = prediction_as_scored(prediction)
-    if not circular:  # the single-pass path strips first, then reads short answers only
-        text = text.strip()
-        if len(text) >= VANILLA_MAX_CHARS:
-            return None
-    return can_infer(text, dict(row.options))
-
-
-def score_group(passes: list[McqRow], predictions: dict[int, object], *, circular: bool = True) -> QuestionResult:
+def score_group(passes: list[McqRow], predictions: dict[int, object]) -> QuestionResult:
     """Score one question from its passes (base row first) and the raw predictions by row index."""
-    inferred = [_read(row, predictions[row.index], circular) for row in passes]
+    inferred = [_read(row, predictions[row.index]) for row in passes]
     wrong = [(row, got) for row, got in zip(passes, inferred) if got is not None and got != row.answer]
     if wrong:
         row, got = wrong[0]
@@ -98,7 +89,7 @@ def score_questions(rows: list[McqRow], predictions: dict[int, object], *, circu
                 f"{source}: question {key} has no prediction for pass(es) {missing}; a circular question "
                 "is scored on all its passes (finish the run, or resume it with the same --out)"
             )
-        results.append(score_group(passes, predictions, circular=circular))
+        results.append(score_group(passes, predictions))
     if not results:
         raise KitError(f"{source}: no question has a prediction for its base row; nothing to score")
     return results

@@ -1,14 +1,18 @@
-"""Exact-matching answer extraction, following VLMEvalKit HEAD's rules (evaluation.md §3.3).
+"""Exact-matching answer extraction, as the pinned VLMEvalKit artifact does it (ms-vlmeval 0.0.20).
 
-Written from the documented rules (not from VLMEvalKit's source): a prediction is read as an
-option letter if it names exactly one option letter near its end, as 'Z' on a refusal, via an
-"answer is X" phrase, or else as the one option whose text it contains.
+Written from that artifact's behaviour (vlmeval/utils/matching_util.py: can_infer, can_infer_option,
+can_infer_text), not copied: a prediction is read as an option letter if it names exactly one option
+letter as a whole token among its last four tokens, as 'Z' on a refusal or a lone 'Z' token, else as the
+one option whose text it contains. There is no "answer is X" rule in the pinned code (an older
+VLMEvalKit had one), so "The correct answer is blue." names the option whose text is blue.
+tests/test_eval_matching_pinned.py runs the artifact's own functions on generated predictions and
+compares. The artifact's VERBOSE-only branch (an 'A' in a longer answer read as a quantifier) is not
+followed: VLMEvalKit runs without VERBOSE set.
 """
 
 from __future__ import annotations
 
 import math
-import re
 
 API_FAILURE = "Failed to obtain answer via API"
 REFUSALS = (
@@ -18,9 +22,7 @@ REFUSALS = (
     "Cannot determine the answer",
 )
 PUNCTUATION_AS_SPACE = ".()[],:;!*#{}"
-# Only the letter must be among the last four tokens (VLMEvalKit c3371551).
-LETTER_WINDOW = 4
-ANSWER_IS = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**([ABCD])\**")
+LETTER_WINDOW = 4  # the one letter named must be among the answer's last four tokens
 # pandas turns these cells into NaN when VLMEvalKit reads its prediction .xlsx back, and the
 # scorer then sees the string 'nan'.
 _READ_AS_NAN = frozenset({
@@ -57,8 +59,7 @@ def can_infer_option(answer: str, choices: dict[str, str]) -> str | None:
             return letter
     elif not named and "Z" in tokens:
         return "Z"
-    match = ANSWER_IS.search(answer)
-    return match.group(1).upper() if match else None
+    return None
 
 
 def can_infer_text(answer: str, choices: dict[str, str]) -> str | None:

@@ -34,10 +34,15 @@ OUTPUT_FILES = ("acc.csv", "results.json", "table.md", "chart.png", PREDICTIONS_
 
 
 def resolve_tsv(suite: Suite, suite_path: Path, tsv: Path | None) -> Path:
-    """--tsv wins; else the suite's file in $LMUData. The suite's md5 is checked either way."""
+    """--tsv wins; else the suite's file in $LMUData, fetched from the suite's tsv.url when missing.
+    The suite's md5 is checked either way."""
     path = Path(tsv) if tsv is not None else suite.default_tsv_path()
     if path is None:
         raise KitError(f"{suite_path} names no TSV file (tsv.file is null): pass --tsv")
+    if tsv is None and not path.is_file() and suite.tsv.url is not None:
+        from llava.evaluate.tsv_download import download_tsv
+
+        return download_tsv(suite, path, suite_path)
     if not path.is_file():
         raise KitError(f"TSV {path} does not exist; place {suite.dataset}'s TSV there (set LMUData) or pass --tsv")
     if suite.tsv.md5 is not None:

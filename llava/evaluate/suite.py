@@ -31,6 +31,14 @@ class _Strict(BaseModel):
 class TsvSpec(_Strict):
     file: str | None = Field(None, description="TSV file name inside $LMUData (None: given per run)")
     md5: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
+    url: str | None = Field(None, pattern=r"^https?://",
+                            description="where a missing file is fetched from (VLMEvalKit's DATASET_URL)")
+
+    @model_validator(mode="after")
+    def _url_needs_md5(self) -> "TsvSpec":
+        if self.url is not None and (self.md5 is None or self.file is None):
+            raise ValueError("tsv.url needs tsv.file and tsv.md5: a fetched TSV is held to its md5")
+        return self
 
 
 class PromptSpec(_Strict):

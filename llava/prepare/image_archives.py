@@ -3,14 +3,11 @@
 The plan (which archives, how many bytes still to fetch) is printed and checked against free disk space
 before the first byte moves; a server announcing another size than the sources file pins is refused
 before the download, and an archive on disk of another size before extraction. Each archive downloads
-to `<file>.part` and resumes with an HTTP Range request after a crash or a cut connection; a complete
-file is checked against the size and sha256 (pinned in the sources file, else the first-use sha256
-recorded in `archives/first_use.json`) and only then renamed into place. Each archive's layout is
-checked from its central directory, then only the members the subset references are extracted, into
+to `<file>.part` and resumes after a crash or a cut connection (llava.http_download); a complete file is
+checked against the size and sha256 (pinned in the sources file, else the first-use sha256 recorded in
+`archives/first_use.json`) and only then renamed into place. Each archive's layout is checked from its
+central directory, then only the members the subset references are extracted, into
 `downloads/images/<source>/`, which then serves as that source's image root.
-
-Hand-written on purpose: the field's downloaders either do not resume (pooch, urllib) or only speak
-the Hub's protocol (huggingface_hub); this is a plain Range GET over `requests`, checked with hashlib.
 """
 
 from __future__ import annotations
@@ -23,13 +20,11 @@ from typing import Any, Iterable
 from llava.data.record_checks import image_paths
 from llava.durable import move_into_place
 from llava.errors import KitError
+from llava.http_download import fetch_to_part, part_path, remote_size
 from llava.manifest import sha256_file
 from llava.prepare.first_use import FirstUsePins
 from llava.prepare.sources import ImageArchive
 from llava.prepare.storage import require_free_space
-
-CHUNK = 1 << 16  # a dropped connection loses at most the chunk in flight (urllib3 drops a short read)
-ATTEMPTS = 3  # per archive and run: a cut connection resumes from the bytes already on disk
 
 
 @dataclass(frozen=True)
@@ -63,16 +58,8 @@ def referenced(records: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
 
 def _remote_size(url: str) -> int | None:
     """The size the server announces for `url` (its Content-Length), None when it announces none."""
-    import requests
-
-    try:
-        reply = requests.head(url, allow_redirects=True, timeout=60)
-        reply.raise_for_status()
-    except requests.RequestException as err:
-        raise KitError(f"image archive {url} cannot be reached: {err}; check the URL in the sources file "
-                       "or pass --image-root for that source") from err
-    length = reply.headers.get("Content-Length")
-    return int(length) if length else None
+    return remote_size(url, "image archive", "check the URL in the sources file or pass --image-root for that source",
+                       required=False)
 
 
 def _size(archive: ImageArchive) -> int:
@@ -128,54 +115,14 @@ def describe_plan(plan: list[PlannedArchive]) -> str:
 
 
 def _part(path: Path) -> Path:
-    return path.with_name(path.name + ".part")
-
-
-def _get(url: str, part: Path, size: int) -> None:
-    """Append the missing tail of `url` to `part` (one GET with a Range when part of it is there)."""
-    import requests
-
-    have = part.stat().st_size if part.is_file() else 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
-    with requests.get(url, headers=headers, stream=True, timeout=60) as reply:
-        if reply.status_code == 416:
-            raise KitError(f"image archive {url} has no bytes past {have}, but {size} are expected (the sources "
-                           "file's size, else the size the server announced): the archive changed or the sources "
-                           f"file is wrong; fix its size, or delete {part} to start over")
-        reply.raise_for_status()
-        if have and reply.status_code != 206:
-            raise KitError(f"image archive {url} does not support resuming (HTTP {reply.status_code} to a Range "
-                           f"request): delete {part} to download it from the start")
-        with open(part, "ab") as out:
-            for chunk in reply.iter_content(CHUNK):
-                out.write(chunk)
+    return part_path(path)
 
 
 def download(item: PlannedArchive, pins: FirstUsePins) -> dict[str, Any]:
     """Fetch (or finish fetching) one archive and check it; returns its manifest row."""
-    import requests
-
     if item.complete:
         return _row(item, _held_on_disk(item, pins))
-    item.path.parent.mkdir(parents=True, exist_ok=True)
-    part, url = _part(item.path), item.archive.url
-    reason = None
-    for _ in range(ATTEMPTS):
-        try:
-            _get(url, part, item.size)
-        except (requests.RequestException, OSError) as err:
-            reason = err
-        have = part.stat().st_size if part.is_file() else 0
-        if have >= item.size:
-            break
-    have = part.stat().st_size if part.is_file() else 0
-    if have > item.size:
-        raise KitError(f"download of {url} into {part} has {have} bytes, more than the {item.size} expected: the "
-                       f"archive changed or the sources file's size is wrong; fix it, or delete {part} to start over")
-    if have < item.size:
-        raise KitError(f"download of {url} into {part} stopped at {have} of {item.size} bytes "
-                       f"({reason or 'the server closed the connection'}): run the same command again to resume "
-                       "from there (the bytes already on disk are kept)")
+    part = fetch_to_part(item.archive.url, _part(item.path), item.size, "image archive")
     sha256 = _check_checksum(item.archive, part, item.path, pins)
     move_into_place(part, item.path)
     return _row(item, sha256)

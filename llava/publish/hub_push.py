@@ -1,7 +1,7 @@
 """Push a repo folder with huggingface_hub: create the repo, skip what the Hub already holds, commit the rest.
 
 The token is read only through huggingface_hub's `get_token()` (HF_TOKEN, or the file HF_TOKEN_PATH
-names: a compose secret) and handed to the client; it is never printed, logged or written anywhere.
+names: compose mounts the secrets/ folder for it) and handed to the client; it is never printed, logged or written anywhere.
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ def require_token() -> str:
     hint = (f"HF_TOKEN_PATH is {token_path}, but that file is missing or empty"
             if token_path else "HF_TOKEN_PATH is not set")
     raise KitError(
-        "no Hugging Face token: publishing reads it from the file named by HF_TOKEN_PATH "
-        f"(the compose secret /run/secrets/hf_token) or from the HF_TOKEN environment variable ({hint}, "
-        "HF_TOKEN is not set). Use --dry-run OUT to build the repo folder without a token"
+        "no Hugging Face token: publishing reads it from the HF_TOKEN environment variable or from the file "
+        f"named by HF_TOKEN_PATH ({hint}, HF_TOKEN is not set). With compose, write the token to "
+        "secrets/hf_token beside compose.yaml, readable by uid 1000 (`install -m 400 -o 1000 -g 1000 token.txt "
+        "secrets/hf_token`), or run `HF_TOKEN=hf_... docker compose run --rm publish`. "
+        "Use --dry-run OUT to build the repo folder without a token"
     )
 
 
