@@ -115,6 +115,6 @@ def publish(request: PublishRequest, layout: VolumeLayout | None = None) -> Publ
 
 
 def _staging_parent(checkpoint: Path) -> Path | None:
-    """Beside the checkpoint (same filesystem: weights are hard-linked, not copied) when writable."""
+    """Beside the checkpoint (the disk that already holds the weights once) when writable."""
     parent = checkpoint.resolve().parent
     return parent if os.access(parent, os.W_OK) else None
