@@ -199,7 +199,8 @@ def prepare_data(opts: DataOptions) -> VerifyReport:
 
 
 def reverify(dataset_dir: Path, *, stage: str | None = None, sources_file: Path | None = None,
-             tokenizer_dir: Path | None = None, workers: int | None = None, apply: bool = True) -> VerifyReport:
+             tokenizer_dir: Path | None = None, workers: int | None = None, apply: bool = True,
+             max_length: int | None = None) -> VerifyReport:
     """`prepare verify DIR`: re-check a dataset folder (ours or a user's own) and refresh its manifest."""
     from llava.prepare.dataset_manifest import previous_extra, write_dataset_manifest
     from llava.prepare.stats import load_tokenizer
@@ -213,7 +214,7 @@ def reverify(dataset_dir: Path, *, stage: str | None = None, sources_file: Path 
     report = verify_dataset(
         dataset_dir, expects_image=source.expects_image if source else None,
         recipe_name=source.recipe if source else None, tokenizer=load_tokenizer(tokenizer_dir),
-        workers=workers, apply=apply,
+        max_length=max_length, workers=workers, apply=apply,
     )
     if apply:
         write_dataset_manifest(dataset_dir, report, extra={**extra, "stage": stage}, started=started)

@@ -43,9 +43,16 @@ class PublishReport:
 
 
 def validate_repo_id(repo_id: str) -> str:
+    """ORG/NAME, checked by huggingface_hub's own rules before anything is built or sent."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id as hub_rules
+
     parts = repo_id.split("/")
     if len(parts) != 2 or not all(parts):
         raise KitError(f"--repo-id {repo_id!r} must look like ORG/NAME")
+    try:
+        hub_rules(repo_id)
+    except HFValidationError as err:
+        raise KitError(f"--repo-id {repo_id!r} is not a valid Hub repository id: {err}") from None
     return repo_id
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from llava.data.dataset import load_records
 from llava.data.images import image_pipeline
 from llava.errors import KitError
 from llava.manifest import MANIFEST_NAME, manifest_hash, require_manifest
@@ -21,6 +22,7 @@ class Inputs:
     data_file: Path
     image_folder: Path
     model_dirs: dict[str, Path]
+    records: list[dict] = field(default_factory=list)  # data.path, read and checked before any weights load
 
     def paths(self) -> dict[str, Path]:
         """Every path the run reads: an output may not be, contain or sit inside one of them."""
@@ -92,6 +94,7 @@ def check_output(recipe: Recipe, layout, inputs: Inputs) -> None:
 def preflight(recipe: Recipe, layout) -> Inputs:
     inputs = locate_inputs(recipe, layout)
     check_output(recipe, layout, inputs)
+    inputs.records = load_records(inputs.data_file)
     check_manifests(recipe, inputs)
     check_length_budget(recipe, layout)
     return inputs

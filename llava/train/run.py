@@ -13,7 +13,7 @@ from transformers import TrainingArguments
 from transformers.trainer_callback import ProgressCallback
 
 from llava.data.collator import Collator, SkipLedger, placeholder_image_row
-from llava.data.dataset import ConversationDataset, load_records
+from llava.data.dataset import ConversationDataset
 from llava.data.images import image_pipeline
 from llava.durable import write_text
 from llava.errors import KitError
@@ -103,7 +103,7 @@ def training_arguments(recipe: Recipe, run_dir: Path, accelerator_config: dict) 
 def build_dataset(recipe: Recipe, built: BuiltModel, inputs, run_dir: Path) -> tuple[ConversationDataset, Collator]:
     pipeline = image_pipeline(recipe.model.image_mode, built.processor)
     dataset = ConversationDataset(
-        load_records(inputs.data_file), inputs.image_folder, built.tokenizer, pipeline,
+        inputs.records, inputs.image_folder, built.tokenizer, pipeline,
         template=recipe.data.template, system_prompt=recipe.data.system_prompt,
         label_mode=recipe.data.label_mode, max_length=recipe.training.model_max_length)
     ledger = SkipLedger(run_dir / "skips.jsonl", len(dataset), recipe.data.max_skip_fraction)
