@@ -51,7 +51,7 @@ def mark_owned(folder: str | os.PathLike, kind: str) -> Path:
 def _entries(folder: Path) -> str:
     names = sorted(entry.name for entry in folder.iterdir())
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    return f"{len(names)} entries: {shown}"
+    return f"{len(names)} {'entry' if len(names) == 1 else 'entries'}: {shown}"
 
 
 def require_replaceable(path: str | os.PathLike, kind: str, what: str = "output") -> Path:

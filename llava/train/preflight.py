@@ -27,7 +27,9 @@ class Inputs:
     def paths(self) -> dict[str, Path]:
         """Every path the run reads: an output may not be, contain or sit inside one of them."""
         dataset = {"dataset folder": self.data_file.parent} if (self.data_file.parent / MANIFEST_NAME).is_file() else {}
-        return {"data.path": self.data_file, **dataset, "data.image_folder": self.image_folder, **self.model_dirs}
+        models = {f"init.{'from_checkpoint' if name == 'checkpoint' else name}": path
+                  for name, path in self.model_dirs.items()}
+        return {"data.path": self.data_file, **dataset, "data.image_folder": self.image_folder, **models}
 
     def manifest_hashes(self) -> dict[str, str]:
         folders = {"data": self.data_file.parent, **self.model_dirs}
