@@ -140,7 +140,8 @@ class CheckpointingSpec(_Strict):
 
 
 class Recipe(_Strict):
-    name: str
+    # runs/<name> is the run folder: one plain folder name, never a path
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
     init: InitSpec
     data: DataSpec

@@ -222,6 +222,7 @@ NUMBER_CASES = {  # nonsense numbers stop at the recipe, before torch loads
     "warmup-over-one": ("training.warmup_ratio=3", "training.warmup_ratio: Input should be less than or equal to 1"),
     "max-length-zero": ("training.model_max_length=0", "training.model_max_length: Input should be greater than 0"),
     "epochs-negative": ("training.epochs=-1", "training.epochs: Input should be greater than 0"),
+    "name-is-a-path": ("name=../../elsewhere", "name: String should match pattern"),
 }
 
 

@@ -120,6 +120,19 @@ def test_rerunning_a_stage_replaces_its_own_output(stage1_run, tiny_world, capsy
     assert not list(output.parent.glob(".owned-rerun.llava-kit-*"))
 
 
+def test_train_refuses_a_run_folder_it_did_not_write(tmp_path, monkeypatch, capsys):
+    """runs/<name> holds state the kit deletes (unfinished checkpoints, the skip ledger): it must be the kit's."""
+    runs = tmp_path / "runs"
+    user = _user_folder(runs / "stage1")
+    monkeypatch.setenv("LLAVA_KIT_HOME", str(tmp_path))
+    before = _hashes(tmp_path)
+    rc = main(["train", "stage1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"run folder {user} already exists and was not written by llava-kit" in err
+    assert _hashes(tmp_path) == before
+
+
 def test_eval_score_refuses_a_users_folder(tiny_world, tmp_path, capsys):
     from llava.synthetic.world import held_out_tsv
 

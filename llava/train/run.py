@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from llava.manifest import sha256_file, write_manifest
 from llava.model.build import BuiltModel, build_model
 from llava.model.checkpoint import save_checkpoint, write_support_files
 from llava.model.tunable import TunableParts
+from llava.owned import MARKER_NAME, claim_folder, mark_owned
 from llava.paths import VolumeLayout
 from llava.recipe import Recipe
 from llava.train.deepspeed_profiles import load_deepspeed_config
@@ -36,6 +38,7 @@ from llava.train.step_control import StepControl, agree_on_stop
 from llava.train.trainer import LlavaTrainer
 
 log = logging.getLogger(__name__)
+RUN_KIND = "run"  # the llava.owned kind of runs/<name>
 
 
 @dataclass
@@ -172,6 +175,17 @@ def _stopped_message(recipe: Recipe, stop: StopRequests, store: ResumableCheckpo
             "Run the same command again to resume.")
 
 
+def claim_run_folder(run_dir: Path) -> Path:
+    """runs/<name> holds state the kit deletes and rewrites (unfinished checkpoints, the skip ledger), so it
+    must be the kit's: new, empty, or marked. A run folder of an older kit version is known by its
+    events.jsonl. Only the first process claims it; the others find it claimed."""
+    if os.environ.get("RANK", "0") != "0":
+        return run_dir
+    if not (run_dir / MARKER_NAME).exists() and (run_dir / "events.jsonl").is_file():
+        mark_owned(run_dir, RUN_KIND)
+    return claim_folder(run_dir, RUN_KIND, what="run folder")
+
+
 def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Path | None = None, *,
                 allow_recipe_change: bool = False) -> StageResult:
     """Train one stage, resuming from the newest complete checkpoint in run_dir/trainer when there is one.
@@ -181,7 +195,7 @@ def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Pat
     run_dir/train.log (llava.train.console).
     """
     layout = layout or VolumeLayout.from_env()
-    run_dir = Path(run_dir or layout.runs / recipe.name)
+    run_dir = claim_run_folder(Path(run_dir or layout.runs / recipe.name))
     with stage_console(log_file(run_dir)) as log_path:
         print_header(f"{recipe.name} ({recipe.source})", layout.resolve(recipe.output), log_path)
         return _train_stage(recipe, layout, run_dir, allow_recipe_change)
