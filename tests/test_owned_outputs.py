@@ -133,6 +133,17 @@ def test_train_refuses_a_run_folder_it_did_not_write(tmp_path, monkeypatch, caps
     assert _hashes(tmp_path) == before
 
 
+
+def test_a_run_folder_holding_only_an_earlier_eval_is_the_kits(tmp_path):
+    from llava.train.run import claim_run_folder
+
+    run_dir = tmp_path / "runs" / "stage2"
+    claim_folder(run_dir / "eval", "eval")  # `eval checkpoints/stage2` writes runs/stage2/eval by default
+    assert claim_run_folder(run_dir) == run_dir and owned_kind(run_dir) == "run"
+    (run_dir / "eval" / "results.json").write_text("{}")
+    assert claim_run_folder(run_dir) == run_dir  # marked now: taken again
+
+
 def test_eval_score_refuses_a_users_folder(tiny_world, tmp_path, capsys):
     from llava.synthetic.world import held_out_tsv
 
