@@ -77,6 +77,15 @@ def require_replaceable(path: str | os.PathLike, kind: str, what: str = "output"
     return path
 
 
+def adopt_older_output(folder: str | os.PathLike, kind: str, sign: str) -> None:
+    """Mark an unmarked `folder` that an older kit version wrote, known by `sign`, a file only the kit
+    writes there (a smoke folder's world.log, a run folder's events.jsonl)."""
+    folder = Path(folder)
+    if folder.is_dir() and not folder.is_symlink() and not (folder / MARKER_NAME).exists() \
+            and (folder / sign).is_file():
+        mark_owned(folder, kind)
+
+
 def _within(inner: Path, outer: Path) -> bool:
     return inner == outer or outer in inner.parents
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from llava.durable import write_text
 from llava.errors import KitError
 from llava.markdown import markdown_table
-from llava.owned import claim_folder
+from llava.owned import adopt_older_output, claim_folder
 from llava.packaged import SUITES_DIR
 from llava.paths import VolumeLayout
 
@@ -59,6 +59,7 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
     from llava.train.console import print_header, stage_console
     from llava.train.run import train_stage
 
+    adopt_older_output(out, SMOKE_KIND, "world.log")
     out = claim_folder(out, SMOKE_KIND, what="smoke folder (--out)")  # it replaces its own files below
     layout = smoke_layout(out)
     started = time.time()

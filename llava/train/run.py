@@ -22,7 +22,7 @@ from llava.manifest import sha256_file, write_manifest
 from llava.model.build import BuiltModel, build_model
 from llava.model.checkpoint import save_checkpoint, write_support_files
 from llava.model.tunable import TunableParts
-from llava.owned import MARKER_NAME, claim_folder, mark_owned, owned_kind
+from llava.owned import MARKER_NAME, adopt_older_output, claim_folder, mark_owned, owned_kind
 from llava.paths import VolumeLayout
 from llava.recipe import Recipe
 from llava.train.deepspeed_profiles import load_deepspeed_config
@@ -182,9 +182,9 @@ def claim_run_folder(run_dir: Path) -> Path:
     first process claims it; the others find it claimed."""
     if os.environ.get("RANK", "0") != "0":
         return run_dir
-    unmarked = run_dir.is_dir() and not (run_dir / MARKER_NAME).exists()
-    if unmarked and ((run_dir / "events.jsonl").is_file()
-                     or all(entry.is_dir() and owned_kind(entry) for entry in run_dir.iterdir())):
+    adopt_older_output(run_dir, RUN_KIND, "events.jsonl")
+    if run_dir.is_dir() and not (run_dir / MARKER_NAME).exists() \
+            and all(entry.is_dir() and owned_kind(entry) for entry in run_dir.iterdir()):
         mark_owned(run_dir, RUN_KIND)
     return claim_folder(run_dir, RUN_KIND, what="run folder")
 
