@@ -188,3 +188,19 @@ def test_marker_never_reaches_the_hub_listing(tmp_path):
     (folder / "README.md").write_text("card")
     assert local_files(folder) == ["README.md"]
     assert os.path.isfile(folder / MARKER_NAME)
+
+
+def test_an_older_kit_folder_is_adopted_by_a_file_only_the_kit_writes(tmp_path):
+    from llava.owned import adopt_older_output
+
+    older = tmp_path / "smoke"
+    older.mkdir()
+    (older / "world.log").write_text("log")
+    (older / "report.md").write_text("old report")
+    adopt_older_output(older, "smoke", "world.log")
+    assert claim_folder(older, "smoke") == older
+    user = _user_folder(tmp_path / "mine")
+    adopt_older_output(user, "smoke", "world.log")  # no world.log: not the kit's, left unmarked
+    assert owned_kind(user) is None
+    with pytest.raises(OutputRefused):
+        claim_folder(user, "smoke")
