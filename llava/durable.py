@@ -6,6 +6,8 @@ fsync the parent folder. rename(2) cannot replace a non-empty folder, so an exis
 moved aside to `.NAME.llava-kit-old`; a crash right then leaves no folder under the final name, and
 `recover_folder` (called by every reader of a step output, and before the next replace) renames the
 aside copy back, or deletes it once the new folder is in place. One writer per target at a time.
+A folder is replaced only when llava.owned allows it (absent, empty, or the kit's own output of the same
+kind), and the new folder is marked as the kit's before it appears.
 Hand-written: the standard library has the system calls, not the sequence.
 """
 
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from llava.fault_injection import kill_in_write
+from llava.owned import mark_owned, require_replaceable
 
 # The steps of each sequence, in order; a test kills the process at each (LLAVA_KIT_TEST_KILL_IN_WRITE).
 FILE_STEPS = ("file.written", "file.synced", "file.renamed", "file.dir_synced")
@@ -111,10 +114,29 @@ def recover_folders_in(parent: str | os.PathLike) -> None:
             recover_folder(parent / entry.name[1:-len(".llava-kit-old")])
 
 
-def replace_folder(staged: str | os.PathLike, final: str | os.PathLike) -> Path:
-    """Make the complete folder `staged` appear as `final`, replacing what is there, durably."""
+def staging_path(final: str | os.PathLike) -> Path:
+    """Where the replacement of `final` is built: a hidden, kit-named sibling (never a user's name)."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.llava-kit-new")
+
+
+def staging_folder(final: str | os.PathLike) -> Path:
+    """A fresh, empty `staging_path(final)` (a leftover of an interrupted write is discarded)."""
+    staged = staging_path(final)
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    return staged
+
+
+def replace_folder(staged: str | os.PathLike, final: str | os.PathLike, *, kind: str) -> Path:
+    """Make the complete folder `staged` appear as `final`, marked as a `kind` output, durably.
+
+    What is at `final` is replaced only if it is the kit's own `kind` output or an empty folder;
+    anything else raises llava.owned.OutputRefused and nothing changes."""
     staged, final = Path(staged), Path(final)
     recover_folder(final)
+    require_replaceable(final, kind)
+    mark_owned(staged, kind)
     kill_in_write("folder.staged")
     fsync_tree(staged)
     kill_in_write("folder.synced")

@@ -14,11 +14,13 @@ from pathlib import Path
 from llava.durable import write_text
 from llava.errors import KitError
 from llava.markdown import markdown_table
+from llava.owned import adopt_older_output, claim_folder
 from llava.packaged import SUITES_DIR
 from llava.paths import VolumeLayout
 
 SMOKE_STAGES = ("stage1", "stage1_5", "stage2")
 SMOKE_SUITE = SUITES_DIR / "shapes_smoke.yaml"
+SMOKE_KIND = "smoke"  # the llava.owned kind of a smoke folder
 # What smoke needs beyond the core install: transformers' Trainer needs accelerate, the chart matplotlib.
 SMOKE_EXTRAS = {"accelerate": "train", "matplotlib": "eval"}
 
@@ -58,7 +60,8 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
     from llava.train.console import print_header, stage_console
     from llava.train.run import train_stage
 
-    out = Path(out)
+    adopt_older_output(out, SMOKE_KIND, "world.log")
+    out = claim_folder(out, SMOKE_KIND, what="smoke folder (--out)")  # it replaces its own files below
     layout = smoke_layout(out)
     started = time.time()
     shutil.rmtree(out / "eval", ignore_errors=True)  # answers of an earlier smoke run are not this model's

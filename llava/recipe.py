@@ -62,7 +62,7 @@ class DataSpec(_Strict):
 class ModelSpec(_Strict):
     """LlavaOnevision settings that make transformers reproduce the original recipe."""
     image_mode: Literal["square", "anyres"]
-    vision_layers: int = Field(26, description="SigLIP layers kept (so400m has 27; LLaVA drops the last)")
+    vision_layers: int = Field(26, gt=0, description="SigLIP layers kept (so400m has 27; LLaVA drops the last)")
     vision_feature_layer: int = -1
     vision_feature_select_strategy: Literal["full", "default"] = "full"
     vision_aspect_ratio: str = "anyres_max_9"
@@ -76,30 +76,30 @@ class ModelSpec(_Strict):
 
 
 class TrainingSpec(_Strict):
-    epochs: float = 1
+    epochs: float = Field(1, gt=0)
     per_device_batch: int = Field(gt=0)
     grad_accum: int = Field(gt=0)
     num_gpus: int = Field(1, gt=0, description="world size the recipe was written for")
     keep_global_batch: bool = True
-    learning_rate: float
-    vision_tower_lr: float | None = None
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
+    learning_rate: float = Field(gt=0)
+    vision_tower_lr: float | None = Field(None, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
     scheduler: str = "cosine"
-    max_grad_norm: float = 1.0
-    model_max_length: int
+    max_grad_norm: float = Field(1.0, ge=0, description="0 turns clipping off")
+    model_max_length: int = Field(gt=0)
     bf16: bool = True
     tf32: bool = True
     gradient_checkpointing: bool = True
     save_strategy: Literal["no", "steps"] = "steps"
-    save_steps: int = 500
-    save_total_limit: int = 1
-    logging_steps: int = 10
+    save_steps: int = Field(500, gt=0)
+    save_total_limit: int = Field(1, ge=0)
+    logging_steps: int = Field(10, gt=0)
     group_by_modality_length: bool = False
-    dataloader_num_workers: int = 4
+    dataloader_num_workers: int = Field(4, ge=0)
     dataloader_drop_last: bool = False
-    seed: int = 42
-    max_steps: int = -1
+    seed: int = Field(42, ge=0)
+    max_steps: int = Field(-1, ge=-1, description="-1: run `epochs`; else the optimizer steps to run")
     optim: str = "adamw_torch"
     report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
     # Speed settings (stages/profiles/fast.yaml); the defaults are the seed's behaviour.
@@ -115,6 +115,8 @@ class TrainingSpec(_Strict):
 
     @model_validator(mode="after")
     def _loss_settings_agree(self) -> "TrainingSpec":
+        if self.max_steps == 0:
+            raise ValueError("max_steps 0 would train nothing: use -1 to run `epochs`, or a positive step count")
         if self.loss_average == "per_sample" and self.loss_impl == "model":
             raise ValueError("loss_average per_sample needs loss_impl selected or liger (the model's own loss "
                              "is a token mean over the micro-batch)")
@@ -150,7 +152,8 @@ class WatchdogSpec(_Strict):
 
 
 class Recipe(_Strict):
-    name: str
+    # runs/<name> is the run folder: one plain folder name, never a path
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
     init: InitSpec
     data: DataSpec

@@ -117,3 +117,119 @@ def test_render_bad_samples(case, tiny_world, tmp_path, capsys):
     assert str(sample) in err or "--image-size" in err, err
     for text in named:
         assert text in err, (text, err)
+
+
+# ---- Outputs the kit does not own, and record checks shared by verify, render and train ----------------
+# `train --set output=...` may replace only an earlier stage output; anything else at the path, and any
+# output that is, holds or sits inside one of the run's inputs, is refused before any weights load.
+# Each case runs in a throw-away home whose files are hashed before and after: nothing may change.
+
+def _user_home(root):
+    """A volume layout with a kit-written stage-1 checkpoint, another run's checkpoint and a user's own data."""
+    from llava.manifest import write_manifest
+    from llava.owned import mark_owned
+
+    for folder in ("models/tiny-qwen2", "models/tiny-siglip", "datasets/stage1/images", "datasets/stage1_5/images",
+                   "mine/images", "thesis"):
+        (root / folder).mkdir(parents=True)
+    for stage in ("stage1", "stage1_5"):
+        (root / "datasets" / stage / "data.json").write_text(json.dumps([{"id": "a", "conversations": GOOD_TURNS}]))
+    (root / "mine" / "data.json").write_text(json.dumps([{"id": "a", "conversations": GOOD_TURNS}]))
+    (root / "thesis" / "thesis.txt").write_text("four years of work\n")
+    (root / "notes.md").write_text("my notes\n")
+    for name in ("stage1", "other-run"):
+        checkpoint = mark_owned(root / "checkpoints" / name, "checkpoint")
+        (checkpoint / "model.safetensors").write_bytes(os.urandom(256))
+        (checkpoint / "config.json").write_text("{}")
+        write_manifest(checkpoint, "checkpoint", extra={"stage": name})
+    mark_owned(root / "an-eval", "eval")
+    (root / "an-eval" / "results.json").write_text("{}")
+    return root
+
+
+def _hashes(root) -> dict[str, str]:
+    """Every file under `root` (the refused run's own log folder runs/ aside) -> sha256."""
+    from llava.manifest import sha256_file
+
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and p.relative_to(root).parts[0] != "runs"}
+
+
+# case -> (stage, overrides ({home} is the throw-away home), what the message must name)
+OUTPUT_CASES = {
+    "user-folder": ("stage1", ["output={home}/thesis"],
+                    ["{home}/thesis", "not written by llava-kit", "thesis.txt", "choose a new or empty folder"]),
+    "checkpoints-root": ("stage1_5", ["output={home}/checkpoints"],
+                         ["{home}/checkpoints", "contains this run's input init.from_checkpoint", "{home}/checkpoints/stage1"]),
+    "regular-file": ("stage1", ["output={home}/notes.md"], ["{home}/notes.md", "is an existing file"]),
+    "inside-the-input-checkpoint": ("stage1_5", ["output={checkpoints}/stage1/next"],
+                                    ["{home}/checkpoints/stage1/next", "is inside this run's input init.from_checkpoint"]),
+    "holds-the-data": ("stage1", ["data.path={home}/mine/data.json", "data.image_folder={home}/mine/images",
+                                  "data.require_manifest=false", "output={home}/mine"],
+                       ["{home}/mine", "contains this run's input data.path", "{home}/mine/data.json"]),
+    "is-the-image-folder": ("stage1", ["data.path={home}/mine/data.json", "data.image_folder={home}/mine/images",
+                                       "data.require_manifest=false", "output={home}/mine/images"],
+                            ["{home}/mine/images", "is this run's input data.image_folder"]),
+    "another-kind-of-output": ("stage1", ["output={home}/an-eval"],
+                               ["{home}/an-eval", "holds a llava-kit eval output, not a checkpoint"]),
+}
+
+
+@pytest.mark.parametrize("case", OUTPUT_CASES)
+def test_train_never_replaces_what_it_does_not_own(case, tmp_path, monkeypatch, capsys):
+    stage, overrides, named = OUTPUT_CASES[case]
+    home = _user_home(tmp_path / "home")
+    monkeypatch.setenv("LLAVA_KIT_HOME", str(home))
+    before = _hashes(home)
+    args = [f"--set={o.replace('{home}', str(home))}" for o in overrides]
+    rc = main(["train", str(STAGES_DIR / "smoke" / f"{stage}.yaml"), *args])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and err.count("error:") == 1, err
+    for text in named:
+        assert text.replace("{home}", str(home)) in err, (text, err)
+    assert _hashes(home) == before  # nothing deleted, renamed or changed
+    assert not list(home.rglob("*.llava-kit-old")) and not list(home.rglob("*.llava-kit-new"))
+
+
+def test_the_cli_refuses_a_users_folder_as_output(tmp_path):
+    """The same refusal from the installed CLI, as a user runs it."""
+    home = _user_home(tmp_path / "home")
+    before = _hashes(home)
+    done = cli("train", SMOKE1, f"--set=output={home / 'thesis'}", env={"LLAVA_KIT_HOME": str(home)})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"{home / 'thesis'} already exists and was not written by llava-kit" in done.stderr
+    assert _hashes(home) == before
+
+
+def test_train_refuses_duplicate_ids_in_an_unverified_file(tmp_path, monkeypatch, capsys):
+    home = _user_home(tmp_path / "home")
+    records = [{"id": sample_id, "conversations": GOOD_TURNS} for sample_id in ("a", "b", "a", "c", "b")]
+    (home / "mine" / "data.json").write_text(json.dumps(records))
+    monkeypatch.setenv("LLAVA_KIT_HOME", str(home))
+    rc = main(["train", SMOKE1, f"--set=data.path={home / 'mine' / 'data.json'}",
+               f"--set=data.image_folder={home / 'mine' / 'images'}", "--set=data.require_manifest=false"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"{home / 'mine' / 'data.json'}: 2 sample ids are used more than once (a, b)" in err
+
+
+NUMBER_CASES = {  # nonsense numbers stop at the recipe, before torch loads
+    "max-steps-negative": ("training.max_steps=-5", "training.max_steps: Input should be greater than or equal to -1"),
+    "max-steps-zero": ("training.max_steps=0", "max_steps 0 would train nothing"),
+    "lr-negative": ("training.learning_rate=-1e-5", "training.learning_rate: Input should be greater than 0"),
+    "batch-zero": ("training.per_device_batch=0", "training.per_device_batch: Input should be greater than 0"),
+    "warmup-over-one": ("training.warmup_ratio=3", "training.warmup_ratio: Input should be less than or equal to 1"),
+    "max-length-zero": ("training.model_max_length=0", "training.model_max_length: Input should be greater than 0"),
+    "epochs-negative": ("training.epochs=-1", "training.epochs: Input should be greater than 0"),
+    "name-is-a-path": ("name=../../elsewhere", "name: String should match pattern"),
+}
+
+
+@pytest.mark.parametrize("case", NUMBER_CASES)
+def test_nonsense_numbers_are_refused_by_the_recipe(case, capsys):
+    override, named = NUMBER_CASES[case]
+    rc = main(["train", SMOKE2, "--set", override])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    assert f"--set {override}" in err and named in err, err

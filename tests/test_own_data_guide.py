@@ -55,13 +55,23 @@ def _photos(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stage1_5_checkpoint(stage1_run):
+def stage1_5_checkpoint(tiny_world):
+    """Stages 1 and 1.5, two steps each, on the shipped tiny instruct LLM: it answers in words, which the
+    publish gate requires (the tiny world's random LLM ends its turn at once, an empty answer)."""
+    from llava.manifest import write_manifest
+    from llava.pipeline import smoke_layout
+    from llava.synthetic.instruct_llm import copy_instruct_llm
     from llava.train.run import train_stage
 
-    _, layout, _ = stage1_run
-    recipe = smoke_recipe("stage1_5", "training.max_steps=2", "training.save_strategy=no",
-                          "output={checkpoints}/guide-stage1_5")
-    return train_stage(recipe, layout, run_dir=layout.runs / "guide-stage1_5").output
+    layout = smoke_layout(tiny_world)
+    llm = copy_instruct_llm(layout.models / "guide-instruct-llm")
+    write_manifest(llm, "model", extra={"source": "shipped tiny instruct stand-in"})
+    stage1 = smoke_recipe("stage1", "name=guide-stage1", f"init.llm={llm}", "training.max_steps=2",
+                          "training.save_strategy=no", "output={checkpoints}/guide-stage1")
+    train_stage(stage1, layout)
+    recipe = smoke_recipe("stage1_5", "name=guide-stage1_5", "init.from_checkpoint={checkpoints}/guide-stage1",
+                          "training.max_steps=2", "training.save_strategy=no", "output={checkpoints}/guide-stage1_5")
+    return train_stage(recipe, layout).output
 
 
 def test_the_own_data_guide_runs_end_to_end(stage1_5_checkpoint, tmp_path):

@@ -17,6 +17,7 @@ import pytest
 
 from llava.durable import FILE_STEPS, FOLDER_STEPS, recover_folder, replace_folder, write_text
 from llava.manifest import read_manifest, write_manifest
+from llava.owned import MARKER_NAME
 from llava.publish.repo_folder import Extras, assemble
 
 # The first step at which the new version is the one a reader must see.
@@ -39,7 +40,7 @@ elif kind == "folder":
     staged.mkdir()
     (staged / "weights.bin").write_text("new")
     write_manifest(staged, "test", extra={"version": "new"})
-    replace_folder(staged, target)
+    replace_folder(staged, target, kind="test")
 else:
     assemble(Path(sys.argv[3]), target, "new", Extras({}))
 """
@@ -71,7 +72,7 @@ def _old_folder(final: Path) -> None:
     staged.mkdir()
     (staged / "weights.bin").write_text("old")
     write_manifest(staged, "test", extra={"version": "old"})
-    replace_folder(staged, final)
+    replace_folder(staged, final, kind="test")
 
 
 @pytest.mark.parametrize("step", FOLDER_STEPS)
@@ -98,6 +99,6 @@ def test_a_publish_folder_is_old_or_new_after_kill(tmp_path, step):
     _killed_child(step, "publish", out, checkpoint)
     recover_folder(out)  # what the next `publish` does first
     assert (out / "README.md").read_text() == _expected(step, FOLDER_STEPS, FIRST_NEW["folder"])
-    assert sorted(p.name for p in out.iterdir()) == sorted([*CHECKPOINT, "README.md"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*CHECKPOINT, "README.md", MARKER_NAME])
     assemble(checkpoint, out, "again", Extras({}))  # and the next publish replaces it as usual
     assert (out / "README.md").read_text() == "again"

@@ -66,7 +66,7 @@ def test_real_size_resumable_state_saves_within_the_grace(tmp_path):
     started = time.monotonic()
     model.save_pretrained(staged)
     torch.save(optimizer.state_dict(), staged / "optimizer.pt")
-    replace_folder(staged, final)
+    replace_folder(staged, final, kind="resumable-state")
     write_text(final / MARKER, json.dumps({"step": 50, "files": file_sizes(final)}))
     saved_s = time.monotonic() - started
     fresh = LlavaOnevisionForConditionalGeneration(config).cuda()

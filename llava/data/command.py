@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llava.data.record_checks import conversation_fault, image_fault, image_paths
+from llava.data.record_checks import conversation_fault, image_fault, image_paths, length_fault
 from llava.errors import KitError
 
 
@@ -87,11 +87,18 @@ def run(args) -> int:
         ids, labels = expand_image_tokens(rendered.input_ids, rendered.labels, processor.image_token_id, counts)
     except TemplateError as err:
         raise KitError(f"sample {args.sample}: {err} (template {recipe.data.template} of {recipe.source})") from None
+    limit = recipe.training.model_max_length
+    too_long = length_fault(len(ids), limit)
     out = {"text": rendered.text, "input_ids": ids, "labels": labels, "image_tokens": sum(counts),
-           "image_tokens_per_image": counts, "supervised_tokens": sum(1 for label in labels if label >= 0)}
+           "image_tokens_per_image": counts, "supervised_tokens": sum(1 for label in labels if label >= 0),
+           "model_max_length": limit, "over_max_length": too_long is not None}
     if args.json:
         print(json.dumps(out))
     else:
         print(rendered.text)
-        print(f"{len(ids)} tokens, {out['supervised_tokens']} supervised, {out['image_tokens']} image tokens")
+        print(f"{len(ids)} of model_max_length {limit} tokens, {out['supervised_tokens']} supervised, "
+              f"{out['image_tokens']} image tokens")
+        if too_long:
+            print(f"over the limit: {too_long} (training.model_max_length of {recipe.source}); training skips this "
+                  "sample and `prepare verify` quarantines it")
     return 0

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from llava.data.images import ProcessedImage, process_sample_images
-from llava.data.record_checks import conversation_fault, image_paths
+from llava.data.record_checks import conversation_fault, id_faults, image_paths, length_fault
 from llava.data.templates import IMAGE_TAG, TemplateError, expand_image_tokens, render_conversation
 from llava.errors import KitError
 from llava.typed_config import read_document
@@ -35,6 +35,11 @@ def load_records(path: str | Path) -> list[dict]:
     for i, record in enumerate(records):
         if not isinstance(record, dict) or "conversations" not in record:
             raise KitError(f"{path}: entry {i} (id {record.get('id') if isinstance(record, dict) else '?'}) has no 'conversations'")
+    duplicates = sorted({str(records[i]["id"]) for i, reason in id_faults(records).items() if reason == "duplicate id"})
+    if duplicates:  # skips.jsonl and resume bookkeeping go by id: two samples may not share one
+        shown = ", ".join(duplicates[:5]) + (f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else "")
+        raise KitError(f"{path}: {len(duplicates)} sample ids are used more than once ({shown}); give each sample its "
+                       f"own id, or run `llava-kit prepare verify {Path(path).parent}` (it quarantines the repeats)")
     return records
 
 
@@ -82,8 +87,9 @@ class ConversationDataset(Dataset):
         item = image_item(processed)
         counts = [image.num_tokens for image in processed]
         ids, labels = expand_image_tokens(rendered.input_ids, rendered.labels, self.image_token_id, counts)
-        if len(ids) > self.max_length:
-            raise TemplateError(f"{len(ids)} tokens exceed model_max_length {self.max_length}")
+        too_long = length_fault(len(ids), self.max_length)
+        if too_long:
+            raise TemplateError(too_long)
         if all(label < 0 for label in labels):
             raise TemplateError("no supervised tokens")
         return {**item, "input_ids": ids, "labels": labels}

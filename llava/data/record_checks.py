@@ -1,4 +1,4 @@
-"""Per-sample checks shared by `prepare verify` and the training dataset.
+"""Per-sample checks shared by `prepare verify`, `render` and training (one set, so they never disagree).
 
 Each check returns a short reason string (the quarantine reason) or None for a good sample. They are
 kept cheap and depend on PIL only, because the training dataset calls them on every sample it loads.
@@ -33,6 +33,26 @@ def image_paths(record: dict[str, Any]) -> list[str]:
     if image is None:
         return []
     return [image] if isinstance(image, str) else list(image)
+
+
+def id_faults(records: list[Any]) -> dict[int, str]:
+    """index -> "missing id" / "duplicate id" (the second and later uses of an id)."""
+    faults, seen = {}, set()
+    for index, record in enumerate(records):
+        sample_id = record.get("id") if isinstance(record, dict) else None
+        if sample_id is None or sample_id == "":
+            faults[index] = "missing id"
+        elif str(sample_id) in seen:
+            faults[index] = "duplicate id"
+        seen.add(str(sample_id))
+    return faults
+
+
+def length_fault(tokens: int, max_length: int | None) -> str | None:
+    """Why a sample of `tokens` tokens (text and image tokens) cannot be trained on, or None."""
+    if max_length is not None and tokens > max_length:
+        return f"{tokens} tokens exceed model_max_length {max_length}"
+    return None
 
 
 def _image_key_fault(record: dict[str, Any]) -> str | None:

@@ -27,9 +27,11 @@ from llava.evaluate.report import (artifacts_markdown, questions_csv_text, resul
 from llava.evaluate.suite import Suite, adhoc_suite, load_suite
 from llava.evaluate.table import L2_ABBREVIATIONS, SplitRow, accuracy_table, read_acc_csv, write_acc_csv
 from llava.manifest import ManifestError, manifest_hash, require_manifest, weights_sha256, write_manifest
+from llava.owned import claim_folder
 from llava.paths import VolumeLayout
 
 BACKENDS = ("builtin", "vlmevalkit")
+EVAL_KIND = "eval"  # the llava.owned kind of an eval output folder
 OUTPUT_FILES = ("acc.csv", "results.json", "table.md", "chart.png", PREDICTIONS_NAME, "questions.csv", "loss.png")
 
 
@@ -194,8 +196,8 @@ def run_eval(checkpoint: Path, suite_path: Path, *, backend: str = "builtin", ou
     suite = load_suite(suite_path)
     tsv = resolve_tsv(suite, suite_path, tsv)
     weights, manifest = checkpoint_identity(checkpoint, external=external)
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(checkpoint)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = claim_folder(Path(out_dir) if out_dir is not None else default_out_dir(checkpoint), EVAL_KIND,
+                           inputs={"checkpoint": checkpoint, "TSV": tsv}, what="eval output")
     if backend == "builtin":
         outcome = _run_builtin(suite, checkpoint, tsv, out_dir, limit, weights)
     else:
@@ -231,8 +233,8 @@ def score_predictions(tsv: Path, predictions_path: Path, out_dir: Path, *, suite
         suite = adhoc_suite(tsv, circular=any(row.index >= PASS_OFFSET for row in data.rows))
     predictions = read_predictions(predictions_path)
     questions = score_questions(data.rows, predictions, circular=suite.circular, source=str(predictions_path))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # the predictions file may sit in the eval folder it is re-scored into: it is read, never replaced
+    out_dir = claim_folder(out_dir, EVAL_KIND, inputs={"checkpoint": checkpoint, "TSV": tsv}, what="eval output")
     if Path(predictions_path).resolve() != (out_dir / PREDICTIONS_NAME).resolve():
         write_text(out_dir / PREDICTIONS_NAME, _predictions_jsonl(predictions))
     weights = weights_sha256(checkpoint) if checkpoint is not None else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -10,8 +9,10 @@ import torch
 from transformers import GenerationConfig, LlavaOnevisionForConditionalGeneration
 
 from llava.data.processor import QWEN_1_5_CHAT_TEMPLATE, load_processor, save_processor
-from llava.durable import recover_folder, replace_folder
+from llava.durable import recover_folder, replace_folder, staging_folder, staging_path
 from llava.errors import KitError
+
+CHECKPOINT_KIND = "checkpoint"  # the llava.owned kind of a stage output folder
 
 
 def greedy_generation_config(tokenizer, repetition_penalty: float = 1.0) -> GenerationConfig:
@@ -40,14 +41,11 @@ def save_checkpoint(built, out_dir: str | Path, write_weights: Callable[[Path], 
     the in-memory model is saved as safetensors.
     """
     final = Path(out_dir)
-    tmp = final.with_name(final.name + ".tmp")
-    if is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+    tmp = staging_folder(final) if is_main else staging_path(final)
     (write_weights or (lambda folder: built.model.save_pretrained(folder)))(tmp)
     if is_main:
         write_support_files(tmp, built, repetition_penalty)
-        replace_folder(tmp, final)
+        replace_folder(tmp, final, kind=CHECKPOINT_KIND)
     return final
 
 

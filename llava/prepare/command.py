@@ -58,6 +58,8 @@ def _register_verify(verbs) -> None:
     verify.add_argument("--stage", choices=STAGE_CHOICES, help="default: the stage its manifest records")
     verify.add_argument("--sources", type=Path, help="dataset source table (default: the packaged one)")
     verify.add_argument("--check-only", action="store_true", help="report only; change nothing; exit 1 on any fault")
+    verify.add_argument("--max-length", type=_positive_int, metavar="TOKENS",
+                        help="quarantine samples longer than this (default: the stage recipe's model_max_length)")
     _add_check_options(verify)
     verify.set_defaults(func=run_verify)
 
@@ -75,6 +77,12 @@ def _layout():
     from llava.paths import VolumeLayout
 
     return VolumeLayout.from_env()
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number of tokens, got {text!r}")
+    return int(text)
 
 
 def _tokenizer_dir(explicit: Path | None) -> Path | None:
@@ -116,7 +124,8 @@ def run_verify(args: argparse.Namespace) -> int:
     from llava.prepare.prepare_data import reverify
 
     report = reverify(args.dataset_dir, stage=args.stage, sources_file=args.sources,
-                      tokenizer_dir=_tokenizer_dir(args.tokenizer), workers=args.workers, apply=not args.check_only)
+                      tokenizer_dir=_tokenizer_dir(args.tokenizer), workers=args.workers, apply=not args.check_only,
+                      max_length=args.max_length)
     _print_report(args.dataset_dir, report)
     if args.check_only:
         return 1 if report.faults else 0
@@ -137,6 +146,8 @@ def _print_report(folder: Path, report) -> None:
         print(f"  quarantined {row['id']}: {row['reason']}" + (f" ({row['image']})" if row.get("image") else ""))
     if len(report.faults) > 20:
         print(f"  ... {len(report.faults) - 20} more in {folder / 'quarantine.jsonl'}")
+    if report.length_check:
+        print(f"  {report.length_check}")
     stats = report.stats
     for key in ("text_tokens", "image_tokens", "total_tokens"):
         hist = stats.get(key)

@@ -14,6 +14,7 @@ from typing import Any
 from llava.data.record_checks import image_paths
 from llava.errors import KitError
 from llava.manifest import MANIFEST_NAME
+from llava.owned import claim_folder
 from llava.prepare.convert_mix665k import LinkMode, drop_by_image, parse_image_roots, stage_images
 from llava.prepare.fetch import FetchedSource, fetch_source
 from llava.prepare.sources import StageSource, stage_source
@@ -21,6 +22,7 @@ from llava.prepare.storage import ensure_dir, read_records, write_jsonl, write_r
 from llava.prepare.subsets import INDEX_NAME, assign_unique_ids, ids_from_index, make_index, read_index, write_index
 from llava.prepare.verify import DATA_NAME, IMAGES_DIR, VerifyReport, verify_dataset
 
+DATASET_KIND = "dataset"  # the llava.owned kind of a prepared dataset folder (its manifest's kind too)
 OCR_VQA = "ocr_vqa"
 
 
@@ -179,6 +181,8 @@ def prepare_data(opts: DataOptions) -> VerifyReport:
     tokenizer = load_tokenizer(opts.tokenizer)  # fail on a bad --tokenizer or --image-root before downloading
     roots = parse_image_roots(opts.image_roots, source.image_sources)
     ensure_dir(opts.out, "dataset folder (--out)")
+    claim_folder(opts.out, DATASET_KIND, inputs={"--source-dir": opts.source_dir, "--downloads": opts.downloads},
+                 what="dataset folder (--out)")
     (opts.out / MANIFEST_NAME).unlink(missing_ok=True)  # until the new one is written, the folder is unfinished
     fetched = fetch_source(source, opts.downloads, endpoint=opts.endpoint, local_dir=opts.source_dir,
                            revision=opts.revision)
@@ -199,7 +203,8 @@ def prepare_data(opts: DataOptions) -> VerifyReport:
 
 
 def reverify(dataset_dir: Path, *, stage: str | None = None, sources_file: Path | None = None,
-             tokenizer_dir: Path | None = None, workers: int | None = None, apply: bool = True) -> VerifyReport:
+             tokenizer_dir: Path | None = None, workers: int | None = None, apply: bool = True,
+             max_length: int | None = None) -> VerifyReport:
     """`prepare verify DIR`: re-check a dataset folder (ours or a user's own) and refresh its manifest."""
     from llava.prepare.dataset_manifest import previous_extra, write_dataset_manifest
     from llava.prepare.stats import load_tokenizer
@@ -213,7 +218,7 @@ def reverify(dataset_dir: Path, *, stage: str | None = None, sources_file: Path 
     report = verify_dataset(
         dataset_dir, expects_image=source.expects_image if source else None,
         recipe_name=source.recipe if source else None, tokenizer=load_tokenizer(tokenizer_dir),
-        workers=workers, apply=apply,
+        max_length=max_length, workers=workers, apply=apply,
     )
     if apply:
         write_dataset_manifest(dataset_dir, report, extra={**extra, "stage": stage}, started=started)

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from llava.data.record_checks import IMAGE_TAG
+from llava.data.record_checks import IMAGE_TAG, length_fault
 
 TEXT_EDGES = [0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
 IMAGE_EDGES = [0, 729, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 5000, 6000, 7000, 8000, 9000]
@@ -94,6 +94,39 @@ def max_length_of(recipe_name: str) -> int:
     from llava.recipe import load_recipe
 
     return load_recipe(recipe_name).training.model_max_length
+
+
+def length_limit(recipe_name: str | None, max_length: int | None) -> tuple[int | None, str]:
+    """The token limit verification checks samples against, and where it comes from."""
+    if max_length is not None:
+        return max_length, f"model_max_length {max_length} (--max-length)"
+    if recipe_name is None:
+        return None, "no stage recipe (pass --stage or --max-length)"
+    limit = max_length_of(recipe_name)
+    return limit, f"model_max_length {limit} (training.model_max_length of recipe {recipe_name})"
+
+
+def over_length(records: list[dict[str, Any]], image_sizes: dict[str, list[tuple[int, int]]], *, tokenizer,
+                recipe_name: str | None, max_length: int | None) -> tuple[dict[int, str], str]:
+    """(position in `records` -> reason) for samples whose text + image tokens exceed the limit, and a note
+    saying which limit was checked or why none was. Template tokens are not counted, so a sample a few
+    tokens under the limit may still be skipped in training."""
+    limit, source = length_limit(recipe_name, max_length)
+    if limit is None:
+        return {}, f"lengths not checked: {source}"
+    if tokenizer is None:
+        return {}, f"lengths not checked against {source}: no tokenizer (pass --tokenizer)"
+    counter = image_token_counter(recipe_name, tokenizer) if recipe_name else None
+    if counter is None and any(image_sizes.values()):
+        return {}, f"lengths not checked against {source}: image tokens unknown without a stage (--stage)"
+    text = text_lengths(records, tokenizer)
+    faults = {}
+    for index, (record, words) in enumerate(zip(records, text)):
+        images = sum(counter(w, h) for w, h in image_sizes.get(record["id"], [])) if counter else 0
+        reason = length_fault(words + images, limit)
+        if reason:
+            faults[index] = reason
+    return faults, f"lengths checked against {source}"
 
 
 def dataset_stats(

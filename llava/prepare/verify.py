@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-from llava.data.record_checks import ImageInfo, conversation_fault, image_paths, inspect_image
+from llava.data.record_checks import ImageInfo, conversation_fault, id_faults, image_paths, inspect_image
 from llava.prepare.storage import read_jsonl, read_records, write_json_atomic, write_jsonl, write_records
 
 DATA_NAME = "data.json"
@@ -45,6 +45,7 @@ class VerifyReport:
     image_listing_sha256: str
     stats: dict[str, Any] = field(default_factory=dict)
     data_file: str = DATA_NAME  # the file in the folder that holds exactly the samples that passed
+    length_check: str = ""  # which token limit samples were checked against, or why none was
 
     @property
     def images_per_second(self) -> float:
@@ -83,25 +84,13 @@ def check_images(paths: list[str], *, workers: int | None = None, executor: Exec
         return list(tqdm(pool.map(inspect_image, paths, chunksize=chunk), **bar))
 
 
-def _id_faults(records: list[Any]) -> dict[int, str]:
-    faults, seen = {}, set()
-    for index, record in enumerate(records):
-        sample_id = record.get("id") if isinstance(record, dict) else None
-        if sample_id is None or sample_id == "":
-            faults[index] = "missing id"
-        elif str(sample_id) in seen:
-            faults[index] = "duplicate id"
-        seen.add(str(sample_id))
-    return faults
-
-
 def find_faults(
     records: list[Any], images_dir: Path, *, expects_image: bool | None,
     workers: int | None = None, executor: Executor = "thread",
 ) -> tuple[dict[int, tuple[str, str | None]], dict[int, list[ImageInfo]], int]:
     """(index -> (reason, image path at fault)), (index -> ImageInfo per image of the good records),
     and how many images were decoded."""
-    faults: dict[int, tuple[str, str | None]] = {i: (reason, None) for i, reason in _id_faults(records).items()}
+    faults: dict[int, tuple[str, str | None]] = {i: (reason, None) for i, reason in id_faults(records).items()}
     for index, record in enumerate(records):
         if index not in faults:
             reason = conversation_fault(record, expects_image=expects_image)
@@ -131,6 +120,7 @@ def verify_dataset(
     expects_image: bool | None = None,
     recipe_name: str | None = None,
     tokenizer=None,
+    max_length: int | None = None,
     workers: int | None = None,
     executor: Executor = "thread",
     apply: bool = True,
@@ -141,9 +131,11 @@ def verify_dataset(
 
     With `apply`, bad samples are added to quarantine.jsonl (replacing it with `fresh_quarantine`), the
     good ones are written to data.verified.json (or, `in_place`, data.json is rewritten without them:
-    only for a data.json the kit wrote), and stats.json gets the length histograms.
+    only for a data.json the kit wrote), and stats.json gets the length histograms. Samples longer than
+    `max_length` tokens (default: the stage recipe's model_max_length) are quarantined when a tokenizer
+    can count them (llava.prepare.stats.over_length).
     """
-    from llava.prepare.stats import dataset_stats
+    from llava.prepare.stats import dataset_stats, over_length
 
     folder = Path(dataset_dir)
     records = read_records(folder / DATA_NAME)
@@ -151,13 +143,17 @@ def verify_dataset(
     faults, infos, decoded = find_faults(records, folder / IMAGES_DIR, expects_image=expects_image,
                                 workers=workers, executor=executor)
     seconds = time.perf_counter() - started
+    sizes = {records[i]["id"]: [(info.width, info.height) for info in found] for i, found in infos.items()}
+    good = [i for i in range(len(records)) if i not in faults]
+    too_long, length_note = over_length([records[i] for i in good], sizes, tokenizer=tokenizer,
+                                        recipe_name=recipe_name, max_length=max_length)
+    faults.update({good[position]: (reason, None) for position, reason in too_long.items()})
     rows = [{"id": None if not isinstance(records[i], dict) else records[i].get("id"), "reason": reason,
              "image": image, "record": records[i]} for i, (reason, image) in sorted(faults.items())]
     clean = [record for index, record in enumerate(records) if index not in faults]
-    sizes = {records[i]["id"]: [(info.width, info.height) for info in found] for i, found in infos.items()}
     report = VerifyReport(
         total=len(records), kept=len(clean), faults=rows, images_checked=decoded, seconds=seconds,
-        image_listing_sha256=image_listing_sha256(clean, folder / IMAGES_DIR),
+        image_listing_sha256=image_listing_sha256(clean, folder / IMAGES_DIR), length_check=length_note,
     )
     report.stats = dataset_stats(clean, sizes, tokenizer=tokenizer, recipe_name=recipe_name)
     if apply:

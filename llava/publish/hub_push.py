@@ -14,6 +14,7 @@ from pathlib import Path
 from llava.errors import KitError
 from llava.hub_endpoint import resolve_endpoint
 from llava.manifest import sha256_file
+from llava.owned import MARKER_NAME
 from llava.publish.repo_folder import local_files
 
 
@@ -84,7 +85,7 @@ def push_folder(folder: Path, repo_id: str, *, token: str, private: bool, commit
             return PushOutcome(str(repo_url), None, ())
         # upload_folder skips LFS objects the Hub already stores and files whose oid did not change.
         info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
-                                 commit_description=commit_description)
+                                 commit_description=commit_description, ignore_patterns=[MARKER_NAME])
     except OfflineModeIsEnabled as err:
         raise KitError("cannot publish while HF_HUB_OFFLINE is set: unset it (or set it to 0) and rerun") from err
     except httpx2.TransportError as err:

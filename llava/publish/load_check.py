@@ -21,8 +21,8 @@ def probe_image():
 def check_loads_and_generates(folder: str | Path, max_new_tokens: int = 4) -> str:
     """Load `folder` as contracts.md's inference API does, generate a few tokens; return the text.
 
-    Refuses (KitError) when loading fails, the logits are not finite (broken weights), or nothing new
-    is generated.
+    Refuses (KitError) when loading fails, the logits are not finite (broken weights), or the answer is
+    empty (nothing new, or only end-of-turn/special tokens).
     """
     import torch
 
@@ -48,4 +48,8 @@ def check_loads_and_generates(folder: str | Path, max_new_tokens: int = 4) -> st
     new_tokens = output[:, inputs["input_ids"].shape[1]:]
     if new_tokens.numel() == 0:
         raise KitError(f"{folder} failed the load-and-generate check: generate() returned no new token")
-    return processor.batch_decode(new_tokens, skip_special_tokens=True)[0]
+    answer = processor.batch_decode(new_tokens, skip_special_tokens=True)[0]
+    if not answer.strip():
+        raise KitError(f"{folder} failed the load-and-generate check: the answer to {QUESTION!r} is empty "
+                       f"(generated token ids {new_tokens[0].tolist()}: only end-of-turn or special tokens)")
+    return answer

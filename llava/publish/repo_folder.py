@@ -1,7 +1,8 @@
 """Lay out the Hub repository on disk: checkpoint files, card, chart, eval results, subset lists.
 
 The folder is built under a temporary name and swapped into place when complete (llava.durable), so an
-interrupted dry run never leaves a half folder that looks finished, nor loses the earlier one.
+interrupted dry run never leaves a half folder that looks finished, nor loses the earlier one. Files are
+copies with one mode (0644): an edit in a dry-run folder never reaches the checkpoint.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava.durable import recover_folder, replace_folder
+from llava.durable import recover_folder, replace_folder, staging_folder
 from llava.errors import KitError
+from llava.owned import MARKER_NAME, refuse_overlap, require_replaceable
 
 # What a HF-native LlavaOnevision checkpoint folder needs; anything else in the folder stays behind
 # (eval outputs, trainer state, pickles).
@@ -31,7 +33,8 @@ REQUIRED = {
     "chat template (chat_template.jinja/.json)": ("chat_template.jinja", "chat_template.json"),
     "processor (preprocessor_config.json)": ("preprocessor_config.json",),
 }
-MARKERS = ("README.md", "config.json")  # how a folder written by an earlier dry run is recognised
+PUBLISH_KIND = "publish"  # the llava.owned kind of a repo folder
+FILE_MODE = 0o644
 
 
 @dataclass(frozen=True)
@@ -51,30 +54,28 @@ def checkpoint_files(checkpoint: Path) -> list[str]:
     return chosen
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Hard links keep multi-GB weights from being copied; other filesystems get a copy."""
+def _copy(source: Path, target: Path) -> None:
+    """A copy, not a hard link (an edit there would change the checkpoint), with the repo's one file mode."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+    shutil.copyfile(source, target)
+    os.chmod(target, FILE_MODE)
 
 
 def assemble(checkpoint: Path, out: Path, readme: str, extras: Extras) -> Path:
     """Write the repo folder at `out` (replacing an earlier dry-run folder there) and return it."""
     recover_folder(out)
-    if out.exists() and any(out.iterdir()) and not all((out / marker).exists() for marker in MARKERS):
-        raise KitError(f"{out} exists and is not a folder written by `llava-kit publish`: choose an empty or new path")
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    refuse_overlap(out, {"checkpoint": checkpoint, **extras.files}, "publish folder")
+    require_replaceable(out, PUBLISH_KIND, "publish folder")
+    partial = staging_folder(out)
     for name in checkpoint_files(checkpoint):
-        _link_or_copy(checkpoint / name, partial / name)
+        _copy(checkpoint / name, partial / name)
     for name, source in extras.files.items():
-        _link_or_copy(source, partial / name)
+        _copy(source, partial / name)
     (partial / "README.md").write_text(readme, encoding="utf-8")
-    return replace_folder(partial, out)
+    os.chmod(partial / "README.md", FILE_MODE)
+    return replace_folder(partial, out, kind=PUBLISH_KIND)
 
 
 def local_files(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    """The files the repo gets (the kit's ownership marker stays local)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MARKER_NAME)

@@ -44,9 +44,16 @@ class PublishReport:
 
 
 def validate_repo_id(repo_id: str) -> str:
+    """ORG/NAME, checked by huggingface_hub's own rules before anything is built or sent."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id as hub_rules
+
     parts = repo_id.split("/")
     if len(parts) != 2 or not all(parts):
         raise KitError(f"--repo-id {repo_id!r} must look like ORG/NAME")
+    try:
+        hub_rules(repo_id)
+    except HFValidationError as err:
+        raise KitError(f"--repo-id {repo_id!r} is not a valid Hub repository id: {err}") from None
     return repo_id
 
 
@@ -118,6 +125,6 @@ def publish(request: PublishRequest, layout: VolumeLayout | None = None) -> Publ
 
 
 def _staging_parent(checkpoint: Path) -> Path | None:
-    """Beside the checkpoint (same filesystem: weights are hard-linked, not copied) when writable."""
+    """Beside the checkpoint (the disk that already holds the weights once) when writable."""
     parent = checkpoint.resolve().parent
     return parent if os.access(parent, os.W_OK) else None

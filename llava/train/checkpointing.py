@@ -232,7 +232,7 @@ class ResumableCheckpoints:
 
     def _publish(self, staged: Path, step: int, loss_sum: float, seconds: float) -> None:
         # replaces only an unmarked leftover of an abandoned run (complete ones are never re-saved)
-        final = replace_folder(staged, self.trainer_dir / staged.name)
+        final = replace_folder(staged, self.trainer_dir / staged.name, kind="resumable-state")
         if not any(self.staging_root.iterdir()):
             self.staging_root.rmdir()
         kill_in_save(step, "unmarked")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from llava.data.dataset import load_records
 from llava.data.images import image_pipeline
 from llava.errors import KitError
-from llava.manifest import manifest_hash, require_manifest
+from llava.manifest import MANIFEST_NAME, manifest_hash, require_manifest
+from llava.model.checkpoint import CHECKPOINT_KIND
+from llava.owned import refuse_overlap, require_replaceable
 from llava.data.processor import recipe_processor
 from llava.recipe import Recipe
 
@@ -19,6 +22,14 @@ class Inputs:
     data_file: Path
     image_folder: Path
     model_dirs: dict[str, Path]
+    records: list[dict] = field(default_factory=list)  # data.path, read and checked before any weights load
+
+    def paths(self) -> dict[str, Path]:
+        """Every path the run reads: an output may not be, contain or sit inside one of them."""
+        dataset = {"dataset folder": self.data_file.parent} if (self.data_file.parent / MANIFEST_NAME).is_file() else {}
+        models = {f"init.{'from_checkpoint' if name == 'checkpoint' else name}": path
+                  for name, path in self.model_dirs.items()}
+        return {"data.path": self.data_file, **dataset, "data.image_folder": self.image_folder, **models}
 
     def manifest_hashes(self) -> dict[str, str]:
         folders = {"data": self.data_file.parent, **self.model_dirs}
@@ -74,8 +85,18 @@ def check_length_budget(recipe: Recipe, layout) -> int:
     return largest
 
 
+def check_output(recipe: Recipe, layout, inputs: Inputs) -> None:
+    """The stage output may replace only an earlier output of a stage, and never touch an input."""
+    what = f"{recipe.source}: output"
+    output = layout.resolve(recipe.output)
+    refuse_overlap(output, inputs.paths(), what)
+    require_replaceable(output, CHECKPOINT_KIND, what)
+
+
 def preflight(recipe: Recipe, layout) -> Inputs:
     inputs = locate_inputs(recipe, layout)
+    check_output(recipe, layout, inputs)
+    inputs.records = load_records(inputs.data_file)
     check_manifests(recipe, inputs)
     check_length_budget(recipe, layout)
     return inputs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from transformers import TrainingArguments
 from transformers.trainer_callback import ProgressCallback
 
 from llava.data.collator import Collator, SkipLedger, placeholder_image_row
-from llava.data.dataset import ConversationDataset, load_records
+from llava.data.dataset import ConversationDataset
 from llava.data.images import image_pipeline
 from llava.durable import write_text
 from llava.errors import KitError
@@ -21,6 +22,7 @@ from llava.manifest import sha256_file, write_manifest
 from llava.model.build import BuiltModel, build_model
 from llava.model.checkpoint import save_checkpoint, write_support_files
 from llava.model.tunable import TunableParts
+from llava.owned import MARKER_NAME, adopt_older_output, claim_folder, mark_owned, owned_kind
 from llava.paths import VolumeLayout
 from llava.recipe import Recipe
 from llava.train.deepspeed_profiles import load_deepspeed_config
@@ -39,6 +41,7 @@ from llava.train.trainer import LlavaTrainer
 from llava.train.watchdog import StepWatchdog, step_samples
 
 log = logging.getLogger(__name__)
+RUN_KIND = "run"  # the llava.owned kind of runs/<name>
 
 
 @dataclass
@@ -100,7 +103,7 @@ def training_arguments(recipe: Recipe, run_dir: Path, accelerator_config: dict) 
 def build_dataset(recipe: Recipe, built: BuiltModel, inputs, run_dir: Path) -> tuple[ConversationDataset, Collator]:
     pipeline = image_pipeline(recipe.model.image_mode, built.processor)
     dataset = ConversationDataset(
-        load_records(inputs.data_file), inputs.image_folder, built.tokenizer, pipeline,
+        inputs.records, inputs.image_folder, built.tokenizer, pipeline,
         template=recipe.data.template, system_prompt=recipe.data.system_prompt,
         label_mode=recipe.data.label_mode, max_length=recipe.training.model_max_length)
     ledger = SkipLedger(run_dir / "skips.jsonl", len(dataset), recipe.data.max_skip_fraction)
@@ -195,6 +198,20 @@ def _stopped_message(recipe: Recipe, stop: StopRequests, store: ResumableCheckpo
             "Run the same command again to resume.")
 
 
+def claim_run_folder(run_dir: Path) -> Path:
+    """runs/<name> holds state the kit deletes and rewrites (unfinished checkpoints, the skip ledger), so it
+    must be the kit's: new, empty, or marked. Also taken: a run folder of an older kit version (it has
+    events.jsonl) and one holding only kit outputs (`eval`'s default runs/<checkpoint>/eval). Only the
+    first process claims it; the others find it claimed."""
+    if os.environ.get("RANK", "0") != "0":
+        return run_dir
+    adopt_older_output(run_dir, RUN_KIND, "events.jsonl")
+    if run_dir.is_dir() and not (run_dir / MARKER_NAME).exists() \
+            and all(entry.is_dir() and owned_kind(entry) for entry in run_dir.iterdir()):
+        mark_owned(run_dir, RUN_KIND)
+    return claim_folder(run_dir, RUN_KIND, what="run folder")
+
+
 def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Path | None = None, *,
                 allow_recipe_change: bool = False) -> StageResult:
     """Train one stage, resuming from the newest complete checkpoint in run_dir/trainer when there is one.
@@ -204,7 +221,7 @@ def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Pat
     run_dir/train.log (llava.train.console).
     """
     layout = layout or VolumeLayout.from_env()
-    run_dir = Path(run_dir or layout.runs / recipe.name)
+    run_dir = claim_run_folder(Path(run_dir or layout.runs / recipe.name))
     with stage_console(log_file(run_dir)) as log_path:
         print_header(f"{recipe.name} ({recipe.source})", layout.resolve(recipe.output), log_path)
         return _train_stage(recipe, layout, run_dir, allow_recipe_change)
