@@ -64,11 +64,11 @@ class McqFile:
 
     def image(self, row: McqRow):
         """Decode the row's picture (RGB, as LLaVA_OneVision_HF feeds it)."""
-        from PIL import Image, UnidentifiedImageError
+        from llava.data.image_files import decode, to_rgb
 
         try:
-            return Image.open(io.BytesIO(base64.b64decode(self.images[row.image_index]))).convert("RGB")
-        except (UnidentifiedImageError, OSError) as err:
+            return to_rgb(decode(base64.b64decode(self.images[row.image_index])))
+        except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError; UnusableImage a ValueError
             raise KitError(
                 f"{self.path}: row index {row.image_index}, column 'image': not a readable image ({err})"
             ) from err

@@ -14,6 +14,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from llava.data.collator import Collator, SkipLedger, placeholder_image_row
 from llava.data.dataset import ConversationDataset, load_records
+from llava.data.image_digests import read_image_digests
 from llava.data.images import image_pipeline
 from llava.durable import write_text
 from llava.errors import KitError
@@ -105,10 +106,23 @@ def build_dataset(recipe: Recipe, built: BuiltModel, inputs, run_dir: Path) -> t
     dataset = ConversationDataset(
         load_records(inputs.data_file), inputs.image_folder, built.tokenizer, pipeline,
         template=recipe.data.template, system_prompt=recipe.data.system_prompt,
-        label_mode=recipe.data.label_mode, max_length=recipe.training.model_max_length)
+        label_mode=recipe.data.label_mode, max_length=recipe.training.model_max_length,
+        verified_images=verified_images(recipe, inputs))
     ledger = SkipLedger(run_dir / "skips.jsonl", len(dataset), recipe.data.max_skip_fraction)
     placeholder = placeholder_image_row(pipeline, built.processor.image_token_id)
     return dataset, Collator(built.tokenizer.pad_token_id, pipeline.batch_key, ledger, placeholder)
+
+
+def verified_images(recipe: Recipe, inputs):
+    """The image digests `prepare verify` wrote (training skips a sample whose image changed since), or None."""
+    if not recipe.data.require_manifest:
+        return None
+    stamps = read_image_digests(inputs.data_file.parent)
+    if stamps is None:
+        log.warning("%s was verified before the kit recorded image digests: images changed since are not "
+                    "noticed; run `llava-kit prepare verify %s` again", inputs.data_file.parent,
+                    inputs.data_file.parent)
+    return stamps
 
 
 def fingerprint(recipe: Recipe, inputs) -> dict:
