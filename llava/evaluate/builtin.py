@@ -26,13 +26,13 @@ def chat_messages(user_text: str) -> list[dict]:
 class CheckpointAnswerer:
     """A loaded checkpoint that answers one (image, user text) pair at a time."""
 
-    def __init__(self, checkpoint: Path, max_new_tokens: int):
+    def __init__(self, checkpoint: Path, max_new_tokens: int, device: str | None = None):
         import torch
 
         from llava.model.checkpoint import load_for_inference
 
         # fp16 on a GPU, as LLaVA_OneVision_HF loads it; fp32 on CPU (no fast fp16 kernels there)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.float16 if device == "cuda" else None
         self.model, self.processor = load_for_inference(checkpoint, device=device, dtype=dtype)
         self.device = device
@@ -46,13 +46,14 @@ class CheckpointAnswerer:
     def render(self, user_text: str) -> str:
         return self.processor.apply_chat_template(chat_messages(user_text), add_generation_prompt=True)
 
-    def __call__(self, image, user_text: str) -> str:
+    def __call__(self, image, user_text: str, streamer=None) -> str:
+        """The decoded answer; `streamer` (transformers' TextStreamer) also gets the tokens as they come."""
         import torch
 
         inputs = self.processor(images=image, text=self.render(user_text), return_tensors="pt")
         inputs = inputs.to(self.device, dtype=self.model.dtype)  # casts floating tensors (pixels) only
         with torch.inference_mode():
-            output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens)
+            output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, streamer=streamer)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         return self.processor.batch_decode(new_tokens, skip_special_tokens=True)[0]
 
