@@ -8,6 +8,7 @@ with special tokens skipped. CPU-friendly, offline, no VLMEvalKit needed.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from llava.evaluate.mmbench_tsv import McqFile, McqRow
 from llava.evaluate.predictions import PredictionLog
 from llava.evaluate.prompt import user_turn_text
 from llava.evaluate.suite import PromptSpec
+
+logger = logging.getLogger(__name__)  # each answer; `llava-kit smoke` writes it to eval.log
 
 
 def chat_messages(user_text: str) -> list[dict]:
@@ -68,8 +71,10 @@ def answer_rows(data: McqFile, rows: list[McqRow], log: PredictionLog, answerer,
     for row in todo:
         started = time.perf_counter()
         prediction = answerer(data.image(row), user_turn_text(row, prompt.image_prefix))
-        log.append(row.index, prediction, question_index=row.question_index, session=session,
-                   seconds=round(time.perf_counter() - started, 4))
+        seconds = round(time.perf_counter() - started, 4)
+        log.append(row.index, prediction, question_index=row.question_index, session=session, seconds=seconds)
+        logger.info("row %d (question %d, answer %s): %r in %.2f s", row.index, row.question_index, row.answer,
+                    prediction, seconds)
         bar.update(1)
     bar.close()
     return len(todo)

@@ -242,6 +242,9 @@ def _train_stage(recipe: Recipe, layout: VolumeLayout, run_dir: Path, allow_reci
                                  is_main=trainer.is_world_process_zero())
     train_loss = _stage_loss(store, result, step)
     skipped = len(collator.ledger.seen_ids())
+    if resume is not None and resume.step == step:
+        events.emit("already_finished", f"{recipe.name} had already finished: {step} steps, mean loss {train_loss:.4f} "
+                    f"(recorded in {resume.path}); nothing was trained again", step=step, train_loss=train_loss)
     if trainer.is_world_process_zero():
         write_text(run_dir / "log_history.json", json.dumps(trainer.state.log_history, indent=1))
         write_manifest(output, "checkpoint", inputs=inputs.manifest_hashes(), recipe_hash=recipe.content_hash(),
