@@ -12,6 +12,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from llava.data.image_digests import DIGESTS_NAME, write_image_digests
+from llava.data.image_files import stamp_of
 from llava.evaluate.mmbench_tsv import write_mmbench_tsv
 from llava.manifest import write_manifest
 from llava.synthetic.conversations import (COLOUR_QUESTION, caption_record, description_record,
@@ -74,7 +76,10 @@ def _write_stage(root: Path, name: str, count: int, make, rng: random.Random, bl
         records += [text_make(f"{name}-{i:05d}", rng) for i in range(count, count + extra_text)]
         rng.shuffle(records)
     (folder / "data.json").write_text(json.dumps(records))
-    write_manifest(folder, "dataset", file_patterns=("data.json",),
+    # the world is its own verifier: training checks its images as it does a verified folder's
+    write_image_digests(folder, {r["image"]: stamp_of((folder / "images" / r["image"]).read_bytes())
+                                 for r in records if "image" in r})
+    write_manifest(folder, "dataset", file_patterns=("data.json", DIGESTS_NAME),
                    extra={"source": "synthetic shapes world", "samples": len(records)})
     with_image = sum(1 for record in records if "image" in record)
     log.info("dataset %s: %d samples (%d with an image, %d text-only) -> %s", name, len(records), with_image,

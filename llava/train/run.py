@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_utils import TrainOutput
 
 from llava.data.collator import Collator, SkipLedger, placeholder_image_row
 from llava.data.dataset import ConversationDataset, load_records
@@ -33,7 +34,7 @@ from llava.train.checkpointing import Checkpoint, ResumableCheckpoints, latest_c
 from llava.train.events import EventLog
 from llava.train.forward import forward_options
 from llava.train.signals import StopRequests, TrainingStopped
-from llava.train.step_control import StepControl, agree_on_stop
+from llava.train.step_control import AlreadyFinished, StepControl, StopAtMaxSteps, agree_on_stop
 from llava.train.trainer import LlavaTrainer
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,8 @@ def _resume_point(trainer: LlavaTrainer, store: ResumableCheckpoints, ledger: Sk
 def _train(trainer: LlavaTrainer, resume: Checkpoint | None, ledger: SkipLedger, events: EventLog):
     try:
         return trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+    except AlreadyFinished:  # resumed at max_steps: the checkpoint's weights are loaded, nothing to train
+        return TrainOutput(trainer.state.global_step, 0.0, {})
     except KitError:
         if ledger.over_budget():  # raised in a dataloader worker, the message arrives wrapped in its traceback
             events.emit("abort", f"too many unusable samples: see {ledger.path}", skipped=len(ledger.seen_ids()))
@@ -230,6 +233,7 @@ def _train_stage(recipe: Recipe, layout: VolumeLayout, run_dir: Path, allow_reci
                                      recipe=recipe.model_dump(mode="json"), allow_recipe_change=allow_recipe_change)
         trainer.checkpoints = store
         trainer.add_callback(StepControl(recipe.checkpointing.resume_every_steps, store, stop, events))
+        trainer.add_callback(StopAtMaxSteps())
         resume = _resume_point(trainer, store, collator.ledger, events)
         if agree_on_stop(stop, args.device):  # signalled while the model loaded: nothing new to save
             raise TrainingStopped(_stopped_message(recipe, stop, store, resume.step if resume else 0))
