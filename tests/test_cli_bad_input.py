@@ -176,3 +176,31 @@ def test_inference_bad_inputs(case, generate_inputs, capsys, monkeypatch):
     for text in named:
         assert fill(text) in captured.err, (fill(text), captured.err)
     assert _hashes(*(generate_inputs[k] for k in ("CKPT", "CUT", "BOMB", "IMAGE", "TSV"))) == before
+
+
+def test_an_unquoted_placeholder_in_a_recipe_says_quote_it_with_the_line(tmp_path, capsys):
+    lines = open(SMOKE1).read().splitlines()
+    number = next(i for i, line in enumerate(lines, start=1) if line.startswith("output:"))
+    lines[number - 1] = "output: {checkpoints}"
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("\n".join(lines) + "\n")
+    before = _hashes(recipe)
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert (f'output: {{checkpoints}} without quotes is a YAML mapping, not text: quote the value, e.g. '
+            f'"{{checkpoints}}" ({recipe}, line {number})') in err, err
+    assert "Input should be a valid string" not in err and _hashes(recipe) == before
+
+
+def test_verify_advice_names_only_flags_verify_has(tmp_path, capsys):
+    records = [{"id": f"s{i}", "image": f"gone-{i}.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "A shape."}]} for i in range(4)]
+    (tmp_path / "data.json").write_text(json.dumps(records))
+    before = _hashes(tmp_path / "data.json")
+    assert main(["prepare", "verify", str(tmp_path), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"images missing from {tmp_path / 'images'}" in err and "--image-root" not in err, err
+    with pytest.raises(SystemExit):
+        main(["prepare", "verify", "--help"])
+    assert "--image-root" not in capsys.readouterr().out
+    assert _hashes(tmp_path / "data.json") == before

@@ -66,7 +66,7 @@ def stage1_5_checkpoint(stage1_run):
 
 def test_the_own_data_guide_runs_end_to_end(stage1_5_checkpoint, tmp_path):
     blocks = guide_blocks()
-    assert len(blocks) == 7  # layout, records, verify, train, TSV, suite + eval, publish
+    assert len(blocks) == 8  # layout, records, verify, train, TSV, suite + eval, publish, generate
     home = tmp_path / "home"
     env = {**os.environ, "LLAVA_KIT_HOME": str(home), "PHOTOS": str(_photos(tmp_path / "photos")),
            "STAGE1_5": str(stage1_5_checkpoint), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
@@ -88,6 +88,9 @@ def test_the_own_data_guide_runs_end_to_end(stage1_5_checkpoint, tmp_path):
     preview = home / "publish-preview"
     card = (preview / "README.md").read_text()
     assert "My_MMBench_Colours" in card and "built-in scorer" in card
+    assert "llava-kit generate model --image photo.jpg" in card  # the card's snippet for the kit's own install
+    answer = done.stdout.rstrip("\n").rsplit("\n", 1)[-1]  # the guide ends with `generate`: its streamed answer
+    assert answer.strip(), done.stdout[-2000:]
     _loads_and_generates(preview)
 
 
