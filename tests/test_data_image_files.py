@@ -44,7 +44,7 @@ def test_a_changed_file_is_named_with_what_changed(tmp_path):
     grey16_png(path, value=1000)  # same size in bytes is not guaranteed: compare both ways
     changed = stamp_of(path.read_bytes())
     assert changed != stamp
-    with pytest.raises(UnusableImage, match="image a.png changed since `prepare verify`"):
+    with pytest.raises(UnusableImage, match=f"image {path} changed since `prepare verify`"):
         load_rgb(path, stamp)
     with pytest.raises(UnusableImage, match="same size, different sha256"):
         load_rgb(path, ImageStamp(changed.size, stamp.sha256))

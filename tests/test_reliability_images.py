@@ -53,7 +53,7 @@ def test_a_bomb_and_a_changed_image_swapped_in_after_verify_are_skipped_and_name
     reasons = skip_reasons(tiny_world / "runs" / "swapped")
     assert set(reasons) == {bomb["id"], changed["id"]}
     for record in (bomb, changed):
-        assert f"image {Path(record['image']).name} changed since `prepare verify`" in reasons[record["id"]]
+        assert f"image {images / record['image']} changed since `prepare verify`" in reasons[record["id"]]
         assert f"skipped sample {record['id']}" in (tiny_world / "runs" / "swapped" / "train.log").read_text()
     assert file_hashes(data) == before  # the user's data and images untouched
 

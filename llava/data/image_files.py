@@ -100,6 +100,6 @@ def load_rgb(path: str | os.PathLike, verified: ImageStamp | None = None) -> Ima
         if found != verified:
             what = (f"{verified.size} -> {found.size} bytes" if found.size != verified.size
                     else "same size, different sha256")
-            raise UnusableImage(f"image {Path(path).name} changed since `prepare verify` ({what}): run "
+            raise UnusableImage(f"image {path} changed since `prepare verify` ({what}): run "
                                 "`llava-kit prepare verify` on the dataset folder again")
     return to_rgb(decode(data))
