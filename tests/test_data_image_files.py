@@ -64,6 +64,7 @@ def test_verify_reports_lossy_conversions_and_records_digests(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"{len(names)} of {len(names)} samples kept" in out  # reported, not quarantined
     assert f"{len(expected)} kept images lose information when converted to RGB" in out
+    assert f"size and sha256 of {len(names)} images -> {tmp_path / 'image_digests.tsv'}: training skips" in out
     for name, reason in expected.items():
         assert f"      1  {reason}: {name}" in out, out
     assert "opaque.png" not in out

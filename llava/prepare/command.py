@@ -120,6 +120,9 @@ def run_verify(args: argparse.Namespace) -> int:
     _print_report(args.dataset_dir, report)
     if args.check_only:
         return 1 if report.faults else 0
+    if report.stamps:
+        print(f"  size and sha256 of {len(report.stamps)} images -> {args.dataset_dir / 'image_digests.tsv'}: training "
+              "skips (and lists in skips.jsonl) a sample whose image changes after this verify")
     if report.data_file != "data.json":
         verified = args.dataset_dir / report.data_file
         print(f"{args.dataset_dir / 'data.json'} is unchanged; the {report.kept} samples that passed are in {verified}: "
