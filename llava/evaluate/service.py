@@ -101,8 +101,9 @@ def write_outputs(out_dir: Path, *, suite: Suite, backend: str, outcome: Outcome
                                checkpoint=checkpoint, weights_sha256=weights,
                                vlmevalkit_commit=outcome.vlmevalkit_commit)
     results["chance"] = outcome.chance
-    if suite.circular and questions:  # VLMEvalKit rotates no question whose options are letters (mmbench_tsv)
-        results["single_pass_questions"] = sum(1 for q in questions if "|" not in q.answers)
+    single = sum(1 for q in questions if "|" not in q.answers) if suite.circular else 0
+    if single:  # VLMEvalKit rotates no question whose options are letters (mmbench_tsv._rotation_safe)
+        results["single_pass_questions"] = single
     write_results_json(out_dir / "results.json", results)
     if questions:
         write_text(out_dir / "questions.csv", questions_csv_text(questions))
