@@ -15,11 +15,11 @@ from transformers.trainer_utils import TrainOutput
 
 from llava.data.collator import Collator, SkipLedger, placeholder_image_row
 from llava.data.dataset import ConversationDataset, load_records
-from llava.data.image_digests import read_image_digests
+from llava.data.image_digests import DIGESTS_NAME, read_image_digests
 from llava.data.images import image_pipeline
 from llava.durable import write_text
 from llava.errors import KitError
-from llava.manifest import sha256_file, write_manifest
+from llava.manifest import read_manifest, sha256_file, write_manifest
 from llava.model.build import BuiltModel, build_model
 from llava.model.checkpoint import save_checkpoint, write_support_files
 from llava.model.tunable import TunableParts
@@ -118,11 +118,11 @@ def verified_images(recipe: Recipe, inputs):
     """The image digests `prepare verify` wrote (training skips a sample whose image changed since), or None."""
     if not recipe.data.require_manifest:
         return None
-    stamps = read_image_digests(inputs.data_file.parent)
+    folder = inputs.data_file.parent  # only digests the manifest lists (and preflight re-hashed) count
+    stamps = read_image_digests(folder) if DIGESTS_NAME in read_manifest(folder).get("files", {}) else None
     if stamps is None:
-        log.warning("%s was verified before the kit recorded image digests: images changed since are not "
-                    "noticed; run `llava-kit prepare verify %s` again", inputs.data_file.parent,
-                    inputs.data_file.parent)
+        log.warning("%s/manifest.json lists no image digests (verified by an older kit): images changed since "
+                    "are not noticed; run `llava-kit prepare verify %s` again", folder, folder)
     return stamps
 
 
