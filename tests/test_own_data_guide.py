@@ -89,8 +89,6 @@ def test_the_own_data_guide_runs_end_to_end(stage1_5_checkpoint, tmp_path):
     card = (preview / "README.md").read_text()
     assert "My_MMBench_Colours" in card and "built-in scorer" in card
     assert "llava-kit generate model --image photo.jpg" in card  # the card's snippet for the kit's own install
-    answer = done.stdout.rstrip("\n").rsplit("\n", 1)[-1]  # the guide ends with `generate`: its streamed answer
-    assert answer.strip(), done.stdout[-2000:]
     _loads_and_generates(preview)
 
 

@@ -61,7 +61,7 @@ def test_a_suite_with_letter_options_says_which_questions_have_one_pass(tmp_path
     results = score_predictions(tsv, predictions, tmp_path / "score", suite_path=SMOKE_SUITE)
 
     assert results["single_pass_questions"] == 1 and results["n_questions"] == 2
-    note = "but 1 of 2 questions have a single pass: an option is a single capital letter"
+    note = "but 1 of 2 questions have one pass only in the TSV and are scored on it"
     assert note in (tmp_path / "score" / "table.md").read_text() and note in capsys.readouterr().err
 
 

@@ -110,8 +110,9 @@ def single_pass_note(results: dict[str, Any]) -> str:
     count = results.get("single_pass_questions")
     if not count:
         return ""
-    return (f"; but {count} of {results['n_questions']} questions have a single pass: an option is a single "
-            "capital letter or names two option letters, which VLMEvalKit does not rotate either")
+    return (f"; but {count} of {results['n_questions']} questions have one pass only in the TSV and are scored on "
+            "it (write_mmbench_tsv, like VLMEvalKit, rotates no question whose options are single capital "
+            "letters or name two option letters)")
 
 
 def questions_csv_text(results: list[QuestionResult]) -> str:
