@@ -63,8 +63,11 @@ def pick_device(choice: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from transformers import TextStreamer
+    from transformers.utils import logging as hf_logging
 
     from llava.evaluate.builtin import CheckpointAnswerer
+
+    hf_logging.disable_progress_bar()  # "Loading weights" would sit above the answer
 
     if args.max_new_tokens < 1:
         raise KitError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
