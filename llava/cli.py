@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "llava.prepare.command",
     "llava.train.command",
     "llava.evaluate.command",
+    "llava.evaluate.generate",
     "llava.publish.command",
     "llava.pipeline",
     "llava.data.command",

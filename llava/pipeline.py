@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -84,6 +85,9 @@ def run_smoke(out: str | Path = "runs/smoke", *, seed: int = 0, blank_images: bo
         print_header(f"eval (builtin MMBench scorer, {SMOKE_SUITE.name})", out / "eval", log_path)
         results = run_eval(layout.checkpoints / "stage2", SMOKE_SUITE, backend="builtin",
                            out_dir=out / "eval", tsv=held_out_tsv(out))
+        logging.getLogger(__name__).info("scored %d questions: %s; table, chart, predictions -> %s",
+                                         results["n_questions"], ", ".join(f"{row['name']} {row['value']}"
+                                                                          for row in results["rows"]), out / "eval")
     overall = next(row["value"] for row in results["rows"] if row["name"] == "Overall")
     passes = pass_accuracy(out / "eval" / "questions.csv")
     report = {"stages": stages, "colour_accuracy": overall, "circular": passes["rows"] > results["n_questions"],

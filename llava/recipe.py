@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from llava.errors import KitError
 from llava.packaged import STAGES_DIR, packaged_path
-from llava.typed_config import config_error, read_document, set_dotted
+from llava.typed_config import braces_as_mapping, config_error, key_line, read_document, set_dotted
 
 
 class _Strict(BaseModel):
@@ -215,12 +215,15 @@ def parse_overrides(items: list[str] | None) -> list[Override]:
 
 
 def _parse_value(raw: str) -> Any:
-    """YAML scalars, except that YAML 1.1's yes/no/on/off stay strings (save_strategy=no)."""
+    """YAML scalars, except that YAML 1.1's yes/no/on/off stay strings (save_strategy=no), and so does a
+    lone `{placeholder}` (output={checkpoints}/x is text already: YAML cannot parse it)."""
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw  # e.g. "{checkpoints}/stage1": a path, not a YAML mapping
     if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        return raw.strip()
+    if braces_as_mapping(value):  # "{checkpoints}" on a command line is the placeholder, not a mapping
         return raw.strip()
     return value
 
@@ -265,9 +268,25 @@ def validate_recipe(body: dict, path: Path, overrides: list[Override] | None = N
 
         def note(key: str) -> str:  # only worth saying when the file and the command line both erred
             origin = _origin(key, overrides) if any(from_cli) and not all(from_cli) else None
+            if origin is None and not _origin(key, overrides):
+                return _braces_line(path, key)
             return f"  [from the command line: {origin.text}]" if origin else ""
 
         raise config_error(err, str(path), Recipe, header=where, note=note) from None
+
+
+def _braces_line(path: Path, key: str) -> str:
+    """Where an unquoted `{placeholder}` sits in the recipe file, for the error line that names it."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return ""
+    body = yaml.safe_load(text) or {}
+    value = body
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    line = key_line(text, key) if braces_as_mapping(value) else None
+    return f" ({path}, line {line})" if line else ""
 
 
 def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:

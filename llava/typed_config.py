@@ -97,6 +97,26 @@ def set_dotted(body: dict, dotted: str, value: Any, origin: str | None = None) -
     node[keys[-1]] = value
 
 
+def braces_as_mapping(value: Any) -> bool:
+    """YAML reads an unquoted `{checkpoints}` as the mapping {checkpoints: None}."""
+    return isinstance(value, dict) and bool(value) and all(v is None for v in value.values())
+
+
+def key_line(text: str, dotted: str) -> int | None:
+    """The 1-based line of `dotted`'s value in a YAML document (yaml's node marks), or None."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    for part in dotted.split("."):
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        node = next((value for key, value in node.value if getattr(key, "value", None) == part), None)
+        if node is None:
+            return None
+    return node.start_mark.line + 1
+
+
 def _key(item: dict) -> str:
     return ".".join(str(part) for part in item["loc"])
 
@@ -109,6 +129,9 @@ def _what(item: dict, model: type[BaseModel] | None) -> str:
         return "missing key (required)"
     message = item["msg"].removeprefix("Value error, ")
     shown = item["input"]
+    if item["type"] == "string_type" and braces_as_mapping(shown):
+        text = "{" + ", ".join(map(str, shown)) + "}"
+        return f"{text} without quotes is a YAML mapping, not text: quote the value, e.g. \"{text}\""
     return message if isinstance(shown, (dict, list)) else f"{message} (got {shown!r})"
 
 

@@ -233,3 +233,90 @@ def test_nonsense_numbers_are_refused_by_the_recipe(case, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err, err
     assert f"--set {override}" in err and named in err, err
+
+
+# ---- images, `generate`, `eval --external`: each bad input is exit 2 naming it, and no user file changes ----
+
+def _file_hashes(*paths) -> dict[str, str]:
+    import hashlib
+    from pathlib import Path
+    files = [p for path in map(Path, paths) for p in ([path] if path.is_file() else sorted(path.rglob("*")))
+             if p.is_file()]
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.fixture(scope="module")
+def generate_inputs(stage1_run, tmp_path_factory):
+    """A good checkpoint, one with its weights cut short, a bomb and a good image."""
+    import shutil
+    from image_files_samples import bomb_png
+    _, layout, result = stage1_run
+    root = tmp_path_factory.mktemp("generate-inputs")
+    truncated = shutil.copytree(result.output, root / "truncated")
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return {"CKPT": str(result.output), "CUT": str(truncated), "BOMB": str(bomb_png(root / "bomb.png")),
+            "IMAGE": str(layout.datasets / "stage1" / "images" / "stage1-00000.png"), "MISSING": str(root / "no.png"),
+            "TSV": str(layout.datasets / "eval" / "shapes_colour.tsv"), "OUT": str(root / "eval-out")}
+
+
+# (arguments with {NAME} from generate_inputs, what the message must name)
+INFERENCE_CASES = {
+    "generate-missing-image": (["generate", "{CKPT}", "--image", "{MISSING}", "--prompt", "Colour?"],
+                               ["--image {MISSING}: missing image"]),
+    "generate-bomb": (["generate", "{CKPT}", "--image", "{BOMB}", "--prompt", "Colour?"],
+                      ["--image {BOMB}: decompression bomb", "400000000 pixels"]),
+    "generate-empty-prompt": (["generate", "{CKPT}", "--image", "{IMAGE}", "--prompt", " "], ["--prompt is empty"]),
+    "generate-image-tag": (["generate", "{CKPT}", "--image", "{IMAGE}", "--prompt", "<image>\nColour?"],
+                           ["--prompt contains <image>"]),
+    "generate-not-a-folder": (["generate", "{MISSING}", "--prompt", "Hi"], ["checkpoint {MISSING} is not a folder"]),
+    "generate-truncated-weights": (["generate", "{CUT}", "--image", "{IMAGE}", "--prompt", "Colour?"],
+                                   ["{CUT}/model.safetensors is not a complete safetensors file"]),
+    "eval-external-truncated-weights": (["eval", "{CUT}", "--suite", "eval/shapes_smoke.yaml", "--tsv", "{TSV}",
+                                         "--external", "--out", "{OUT}", "--limit", "1"],
+                                        ["{CUT}/model.safetensors is not a complete safetensors file"]),
+}
+
+
+@pytest.mark.parametrize("case", INFERENCE_CASES)
+def test_inference_bad_inputs(case, generate_inputs, capsys, monkeypatch):
+    from conftest import REPO
+    monkeypatch.chdir(REPO)
+    args, named = INFERENCE_CASES[case]
+    fill = lambda text: text.format(**generate_inputs) if "{" in text and "}" in text else text
+    before = _file_hashes(*(generate_inputs[k] for k in ("CKPT", "CUT", "BOMB", "IMAGE", "TSV")))
+    rc = main([fill(a) for a in args])
+    captured = capsys.readouterr()
+    assert rc == 2, captured.err
+    assert captured.err.count("error:") == 1 and "Traceback" not in captured.err, captured.err
+    for text in named:
+        assert fill(text) in captured.err, (fill(text), captured.err)
+    assert _file_hashes(*(generate_inputs[k] for k in ("CKPT", "CUT", "BOMB", "IMAGE", "TSV"))) == before
+
+
+def test_an_unquoted_placeholder_in_a_recipe_says_quote_it_with_the_line(tmp_path, capsys):
+    lines = open(SMOKE1).read().splitlines()
+    number = next(i for i, line in enumerate(lines, start=1) if line.startswith("output:"))
+    lines[number - 1] = "output: {checkpoints}"
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("\n".join(lines) + "\n")
+    before = _file_hashes(recipe)
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert (f'output: {{checkpoints}} without quotes is a YAML mapping, not text: quote the value, e.g. '
+            f'"{{checkpoints}}" ({recipe}, line {number})') in err, err
+    assert "Input should be a valid string" not in err and _file_hashes(recipe) == before
+
+
+def test_verify_advice_names_only_flags_verify_has(tmp_path, capsys):
+    records = [{"id": f"s{i}", "image": f"gone-{i}.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "A shape."}]} for i in range(4)]
+    (tmp_path / "data.json").write_text(json.dumps(records))
+    before = _file_hashes(tmp_path / "data.json")
+    assert main(["prepare", "verify", str(tmp_path), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"images missing from {tmp_path / 'images'}" in err and "--image-root" not in err, err
+    with pytest.raises(SystemExit):
+        main(["prepare", "verify", "--help"])
+    assert "--image-root" not in capsys.readouterr().out
+    assert _file_hashes(tmp_path / "data.json") == before

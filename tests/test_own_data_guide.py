@@ -76,7 +76,7 @@ def stage1_5_checkpoint(tiny_world):
 
 def test_the_own_data_guide_runs_end_to_end(stage1_5_checkpoint, tmp_path):
     blocks = guide_blocks()
-    assert len(blocks) == 7  # layout, records, verify, train, TSV, suite + eval, publish
+    assert len(blocks) == 8  # layout, records, verify, train, TSV, suite + eval, publish, generate
     home = tmp_path / "home"
     env = {**os.environ, "LLAVA_KIT_HOME": str(home), "PHOTOS": str(_photos(tmp_path / "photos")),
            "STAGE1_5": str(stage1_5_checkpoint), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
@@ -98,6 +98,7 @@ def test_the_own_data_guide_runs_end_to_end(stage1_5_checkpoint, tmp_path):
     preview = home / "publish-preview"
     card = (preview / "README.md").read_text()
     assert "My_MMBench_Colours" in card and "built-in scorer" in card
+    assert "llava-kit generate model --image photo.jpg" in card  # the card's snippet for the kit's own install
     _loads_and_generates(preview)
 
 

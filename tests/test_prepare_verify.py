@@ -164,7 +164,8 @@ def test_verify_cli_quarantines_writes_manifest_and_check_only_changes_nothing(t
     assert body["metrics"]["quarantined"] == len(bad)
     assert body["extra"]["quarantine_reasons"]["gif named .jpg"] == 1
     assert body["extra"]["verified_file"] == "data.verified.json"
-    assert set(body["files"]) == {"data.json", "data.verified.json", "quarantine.jsonl", "stats.json"}
+    assert set(body["files"]) == {"data.json", "data.verified.json", "quarantine.jsonl", "stats.json",
+                                  "image_digests.tsv"}
     assert body["extra"]["lengths"]["image"]["max"] > 729  # stage 2 anyres counts, not the square rule
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
 from torch.utils.data import Dataset
 
+from llava.data.image_files import ImageStamp, UnusableImage, load_rgb
 from llava.data.images import ProcessedImage, process_sample_images
 from llava.data.record_checks import conversation_fault, id_faults, image_paths, length_fault
 from llava.data.templates import IMAGE_TAG, TemplateError, expand_image_tokens, render_conversation
@@ -45,7 +45,8 @@ def load_records(path: str | Path) -> list[dict]:
 
 class ConversationDataset(Dataset):
     def __init__(self, records: list[dict], image_folder: str | Path, tokenizer, pipeline, *,
-                 template: str, system_prompt: str, label_mode: str, max_length: int):
+                 template: str, system_prompt: str, label_mode: str, max_length: int,
+                 verified_images: dict[str, ImageStamp] | None = None):
         self.records = records
         self.image_folder = Path(image_folder)
         self.tokenizer = tokenizer
@@ -55,6 +56,7 @@ class ConversationDataset(Dataset):
         self.label_mode = label_mode
         self.max_length = max_length
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TAG)
+        self.verified_images = verified_images  # what `prepare verify` read: a changed image is skipped
 
     def __len__(self) -> int:
         return len(self.records)
@@ -83,7 +85,7 @@ class ConversationDataset(Dataset):
             raise TemplateError(problem)
         rendered = render_conversation(record["conversations"], self.template, self.tokenizer,
                                        system_prompt=self.system_prompt, label_mode=self.label_mode)
-        processed = load_sample_images(record, self.image_folder, self.pipeline)
+        processed = load_sample_images(record, self.image_folder, self.pipeline, self.verified_images)
         item = image_item(processed)
         counts = [image.num_tokens for image in processed]
         ids, labels = expand_image_tokens(rendered.input_ids, rendered.labels, self.image_token_id, counts)
@@ -95,13 +97,17 @@ class ConversationDataset(Dataset):
         return {**item, "input_ids": ids, "labels": labels}
 
 
-def load_sample_images(record: dict, image_folder: Path, pipeline) -> list[ProcessedImage]:
-    """Open and process the record's images (none, one, or several in pad mode)."""
+def load_sample_images(record: dict, image_folder: Path, pipeline,
+                       verified: dict[str, ImageStamp] | None = None) -> list[ProcessedImage]:
+    """Open and process the record's images (none, one, or several in pad mode); with `verified`, an image
+    not as `prepare verify` read it is an UnusableImage (a ValueError: the sample is skipped)."""
     opened = []
     for name in image_paths(record):
-        with Image.open(Path(image_folder) / name) as image:
-            image.load()
-            opened.append(image.convert("RGB"))
+        stamp = verified.get(name) if verified is not None else None
+        if verified is not None and stamp is None:
+            raise TemplateError(f"image {name} is not in the verified dataset's image_digests.tsv: "
+                                "run `llava-kit prepare verify` on the dataset folder again")
+        opened.append(load_rgb(Path(image_folder) / name, stamp))
     return process_sample_images(pipeline, opened) if opened else []
 
 
@@ -117,6 +123,6 @@ def image_item(processed: list[ProcessedImage]) -> dict:
 def _reason(err: Exception) -> str:
     if isinstance(err, FileNotFoundError):
         return f"missing image {err.filename}"
-    if isinstance(err, TemplateError):
+    if isinstance(err, (TemplateError, UnusableImage)):
         return str(err)
     return f"unreadable image or record: {type(err).__name__}: {err}"

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from llava.data.image_files import to_rgb
 from llava.data.processor import IMAGE_MEAN, IMAGE_STD, ImageOnlyOnevisionProcessor
 
 
@@ -29,7 +30,7 @@ class ProcessedImage:
 
 def pad_to_square(image: Image.Image, image_processor) -> Image.Image:
     """The original's expand2square: centred on a square of the mean colour (transformers' own padding)."""
-    rgb = np.asarray(image.convert("RGB")).transpose(2, 0, 1)
+    rgb = np.asarray(to_rgb(image)).transpose(2, 0, 1)
     background = tuple(int(x * 255) for x in image_processor.image_mean)
     return Image.fromarray(image_processor.pad_to_square(rgb, background_color=background).transpose(1, 2, 0))
 
@@ -44,7 +45,7 @@ class SquareImages:
         self.num_tokens = processor.num_image_tokens
 
     def process(self, image: Image.Image) -> ProcessedImage:
-        rgb = image.convert("RGB")
+        rgb = to_rgb(image)
         resized = np.asarray(rgb.resize((self.tile, self.tile), Image.BICUBIC), dtype=np.float32) / 255.0
         pixels = (resized - np.array(IMAGE_MEAN, dtype=np.float32)) / np.array(IMAGE_STD, dtype=np.float32)
         return ProcessedImage(torch.from_numpy(pixels).permute(2, 0, 1).contiguous(),
@@ -67,14 +68,14 @@ class AnyresImages:
         self.processor = processor
 
     def process(self, image: Image.Image) -> ProcessedImage:
-        rgb = image.convert("RGB")
+        rgb = to_rgb(image)
         out = self.processor.image_processor(images=[rgb], return_tensors="pt")
         return ProcessedImage(out["pixel_values"][0], (rgb.height, rgb.width),
                               self.processor.image_token_count(rgb.width, rgb.height))
 
     def process_padded(self, images: list[Image.Image]) -> list[ProcessedImage]:
         """Pad mode, by transformers' processor (a nested image list): one tile + the image newline each."""
-        rgb = [image.convert("RGB") for image in images]
+        rgb = [to_rgb(image) for image in images]
         out = self.processor.image_processor(images=[rgb], return_tensors="pt")
         tokens = self.processor.num_image_tokens + 1  # + image_newline (the processor's own rule)
         if self.processor.vision_feature_select_strategy == "default":

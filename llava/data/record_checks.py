@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llava.data.image_files import ImageStamp
 
 IMAGE_TAG = "<image>"
 ROLES = ("human", "gpt")
@@ -108,52 +111,57 @@ def conversation_fault(record: dict[str, Any], *, expects_image: bool | None = N
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What decoding one image file found: a fault, or its size and format."""
+    """What decoding one image file found: a fault, or its size and format; `stamp` lets training notice a
+    later change, `conversion` says what the RGB conversion loses (llava.data.image_files)."""
 
     fault: str | None
     width: int = 0
     height: int = 0
     format: str | None = None
+    stamp: ImageStamp | None = None
+    conversion: str | None = None
 
 
 def inspect_image(path: str | os.PathLike) -> ImageInfo:
-    """Open and fully decode `path`.
+    """Read, fully decode and convert `path` as training will (llava.data.image_files).
 
     Truncation is reported while PIL's `ImageFile.LOAD_TRUNCATED_IMAGES` is False (its default, and
     what verification uses). Training sets it to True for parity with the original recipe, which then
     pads a truncated JPEG silently, as upstream did.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from llava.data.image_files import UnusableImage, conversion_loss, decode, stamp_of, to_rgb
 
     path = Path(path)
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return ImageInfo("missing image")
+        if not path.is_file():
+            return ImageInfo("not a regular file" if path.exists() else "missing image")
+        data = path.read_bytes()
     except OSError as err:
         return ImageInfo(f"unreadable file: {err.strerror}")
-    if not path.is_file():
-        return ImageInfo("not a regular file")
-    if size == 0:
+    if not data:
         return ImageInfo("zero-byte file")
     try:
-        with Image.open(path) as image:
-            fmt = image.format
-            width, height = image.size
-            image.load()
+        image = decode(data)
+        fmt, (width, height) = image.format, image.size
+        conversion = conversion_loss(image)
+        to_rgb(image)
     except UnidentifiedImageError:
         return ImageInfo("undecodable image: not a format PIL can read")
+    except UnusableImage as err:
+        return ImageInfo(str(err))
     except OSError as err:
         text = str(err)
         if "truncated" in text or "incomplete" in text:
             return ImageInfo("truncated image")
         return ImageInfo(f"undecodable image: {text}")
-    except Exception as err:  # PIL raises several types for corrupt data (SyntaxError, ValueError, bomb errors)
+    except Exception as err:  # PIL raises several types for corrupt data (SyntaxError, ValueError)
         return ImageInfo(f"undecodable image: {type(err).__name__}: {err}")
     expected = _EXTENSION_FORMATS.get(path.suffix.lower())
     if expected and fmt not in expected:
         return ImageInfo(f"{(fmt or 'unknown').lower()} named {path.suffix.lower()}", width, height, fmt)
-    return ImageInfo(None, width, height, fmt)
+    return ImageInfo(None, width, height, fmt, stamp_of(data), conversion)
 
 
 def image_fault(path: str | os.PathLike) -> str | None:

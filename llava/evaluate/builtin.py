@@ -8,6 +8,7 @@ with special tokens skipped. CPU-friendly, offline, no VLMEvalKit needed.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from llava.evaluate.mmbench_tsv import McqFile, McqRow
 from llava.evaluate.predictions import PredictionLog
 from llava.evaluate.prompt import user_turn_text
 from llava.evaluate.suite import PromptSpec
+
+logger = logging.getLogger(__name__)  # each answer; `llava-kit smoke` writes it to eval.log
 
 
 def chat_messages(user_text: str) -> list[dict]:
@@ -26,13 +29,13 @@ def chat_messages(user_text: str) -> list[dict]:
 class CheckpointAnswerer:
     """A loaded checkpoint that answers one (image, user text) pair at a time."""
 
-    def __init__(self, checkpoint: Path, max_new_tokens: int):
+    def __init__(self, checkpoint: Path, max_new_tokens: int, device: str | None = None):
         import torch
 
         from llava.model.checkpoint import load_for_inference
 
         # fp16 on a GPU, as LLaVA_OneVision_HF loads it; fp32 on CPU (no fast fp16 kernels there)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.float16 if device == "cuda" else None
         self.model, self.processor = load_for_inference(checkpoint, device=device, dtype=dtype)
         self.device = device
@@ -46,13 +49,14 @@ class CheckpointAnswerer:
     def render(self, user_text: str) -> str:
         return self.processor.apply_chat_template(chat_messages(user_text), add_generation_prompt=True)
 
-    def __call__(self, image, user_text: str) -> str:
+    def __call__(self, image, user_text: str, streamer=None) -> str:
+        """The decoded answer; `streamer` (transformers' TextStreamer) also gets the tokens as they come."""
         import torch
 
         inputs = self.processor(images=image, text=self.render(user_text), return_tensors="pt")
         inputs = inputs.to(self.device, dtype=self.model.dtype)  # casts floating tensors (pixels) only
         with torch.inference_mode():
-            output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens)
+            output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, streamer=streamer)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         return self.processor.batch_decode(new_tokens, skip_special_tokens=True)[0]
 
@@ -67,8 +71,10 @@ def answer_rows(data: McqFile, rows: list[McqRow], log: PredictionLog, answerer,
     for row in todo:
         started = time.perf_counter()
         prediction = answerer(data.image(row), user_turn_text(row, prompt.image_prefix))
-        log.append(row.index, prediction, question_index=row.question_index, session=session,
-                   seconds=round(time.perf_counter() - started, 4))
+        seconds = round(time.perf_counter() - started, 4)
+        log.append(row.index, prediction, question_index=row.question_index, session=session, seconds=seconds)
+        logger.info("row %d (question %d, answer %s): %r in %.2f s", row.index, row.question_index, row.answer,
+                    prediction, seconds)
         bar.update(1)
     bar.close()
     return len(todo)

@@ -30,16 +30,37 @@ def _manifest(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def lineage_curves(checkpoint: Path) -> list[dict[str, Any]]:
-    """This checkpoint's stage and the earlier stages beside it (checkpoints/stage1, ...), with loss histories."""
+def _lineage(checkpoint: Path) -> list[tuple[str, Path, dict[str, Any] | None]]:
+    """(stage, folder, manifest) of this checkpoint's stage and the earlier stages beside it (checkpoints/stage1, ...)."""
     checkpoint = Path(checkpoint)
     manifest = _manifest(checkpoint) or {}
     stage = manifest.get("extra", {}).get("stage")
     names = list(STAGE_ORDER[: STAGE_ORDER.index(stage) + 1]) if stage in STAGE_ORDER else [stage or checkpoint.name]
+    folders = [checkpoint if name == names[-1] else checkpoint.parent / name for name in names]
+    return [(name, folder, manifest if folder == checkpoint else _manifest(folder))
+            for name, folder in zip(names, folders)]
+
+
+def unlogged_stages(checkpoint: Path) -> list[str]:
+    """Why a stage that trained has no curve: fewer steps than its logging_steps, so no loss was logged."""
+    notes = []
+    for name, folder, found in _lineage(checkpoint):
+        if not found or found.get("extra", {}).get("loss_history"):
+            continue
+        steps = found.get("metrics", {}).get("global_steps")
+        every = found.get("extra", {}).get("recipe", {}).get("training", {}).get("logging_steps")
+        loss = found.get("metrics", {}).get("train_loss")
+        if steps and loss is not None:
+            notes.append(f"{name} has no loss curve: it trained {steps} steps and logs the loss every "
+                         f"{every} (training.logging_steps), so none was logged; its mean loss was {loss:.4f} "
+                         f"({folder / 'manifest.json'})")
+    return notes
+
+
+def lineage_curves(checkpoint: Path) -> list[dict[str, Any]]:
+    """This checkpoint's stage and the earlier stages beside it, with loss histories."""
     curves = []
-    for name in names:
-        folder = checkpoint if name == names[-1] else checkpoint.parent / name
-        found = manifest if folder == checkpoint else _manifest(folder)
+    for name, folder, found in _lineage(checkpoint):
         history = (found or {}).get("extra", {}).get("loss_history") or []
         if history:
             curves.append({"stage": name, "steps": [s for s, _ in history], "losses": [v for _, v in history],

@@ -13,6 +13,7 @@ import csv
 import io
 import os
 import string
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -64,11 +65,11 @@ class McqFile:
 
     def image(self, row: McqRow):
         """Decode the row's picture (RGB, as LLaVA_OneVision_HF feeds it)."""
-        from PIL import Image, UnidentifiedImageError
+        from llava.data.image_files import decode, to_rgb
 
         try:
-            return Image.open(io.BytesIO(base64.b64decode(self.images[row.image_index]))).convert("RGB")
-        except (UnidentifiedImageError, OSError) as err:
+            return to_rgb(decode(base64.b64decode(self.images[row.image_index])))
+        except (OSError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError; UnusableImage a ValueError
             raise KitError(
                 f"{self.path}: row index {row.image_index}, column 'image': not a readable image ({err})"
             ) from err
@@ -152,6 +153,14 @@ def _pass_rows(q: dict[str, Any], k: int, image_cell: str) -> dict[str, Any]:
     return row
 
 
+def _say_unrotated(path: str | os.PathLike, indices: list[int], total: int) -> None:
+    if indices:
+        shown = ", ".join(map(str, indices[:10])) + (", ..." if len(indices) > 10 else "")
+        print(f"{path}: {len(indices)} of {total} questions get no rotated passes (an option is a single capital "
+              f"letter or names two option letters; VLMEvalKit does not rotate these either), scored on one pass: "
+              f"index {shown}", file=sys.stderr)
+
+
 def write_mmbench_tsv(questions: Iterable[dict[str, Any]], path: str | os.PathLike, *, circular: bool) -> Path:
     """Write questions as an MMBench TSV; with `circular`, add VLMEvalKit's rotated passes.
 
@@ -170,6 +179,7 @@ def write_mmbench_tsv(questions: Iterable[dict[str, Any]], path: str | os.PathLi
         for k in range(1, 4):
             rows += [_pass_rows(q, k, str(q["index"])) for q in questions
                      if k < len(q["options"]) and _rotation_safe(q["options"])]
+        _say_unrotated(path, [q["index"] for q in questions if not _rotation_safe(q["options"])], len(questions))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=TSV_COLUMNS, delimiter="\t", lineterminator="\n")
     writer.writeheader()

@@ -89,7 +89,8 @@ def table_markdown(results: dict[str, Any], suite: Suite) -> str:
         "",
         f"- checkpoint: `{results['checkpoint'] or 'not given'}` (weights sha256 {sha})",
         f"- backend: {results['backend']}; judge: {results['judge']} (no LLM answer extraction); "
-        f"{'circular (a question counts only if every rotated pass is right)' if suite.circular else 'single pass'}",
+        f"{'circular (a question counts only if every rotated pass is right)' if suite.circular else 'single pass'}"
+        + single_pass_note(results),
         f"- VLMEvalKit: {results['vlmevalkit_commit'] or 'not run (built-in scorer following its exact-matching rules)'}",
         "",
     ]
@@ -102,6 +103,16 @@ def table_markdown(results: dict[str, Any], suite: Suite) -> str:
     for key, ref in references:
         lines.append(f"- {key}: {ref.label}; {ref.source}")
     return "\n".join(lines) + "\n"
+
+
+def single_pass_note(results: dict[str, Any]) -> str:
+    """In a circular suite, the questions asked once only (VLMEvalKit leaves them un-rotated too)."""
+    count = results.get("single_pass_questions")
+    if not count:
+        return ""
+    return (f"; but {count} of {results['n_questions']} questions have one pass only in the TSV and are scored on "
+            "it (write_mmbench_tsv, like VLMEvalKit, rotates no question whose options are single capital "
+            "letters or name two option letters)")
 
 
 def questions_csv_text(results: list[QuestionResult]) -> str:
@@ -125,6 +136,10 @@ def artifacts_markdown(out_dir: Path, results: dict[str, Any], *, loss_chart: Pa
         lines.append(f"Chance (uniform random answers, every pass): {100 * results['chance']:.2f}% Overall.")
     if loss_chart is not None:
         lines += ["", f"![training loss per stage]({loss_chart.name})"]
+    if results.get("checkpoint") and Path(results["checkpoint"]).is_dir():
+        from llava.evaluate.loss_curves import unlogged_stages
+
+        lines += [f"\n{note}." for note in unlogged_stages(Path(results["checkpoint"]))]
     lines += ["", "Files:"]
     names = ("acc.csv", "results.json", "table.md", "chart.png", "loss.png", "predictions.jsonl", "questions.csv")
     lines += [f"- `{out_dir / name}`" for name in names if (out_dir / name).is_file() or name == "table.md"]

@@ -22,8 +22,8 @@ from llava.evaluate.circular import QuestionResult, chance_level, score_question
 from llava.evaluate.loss_curves import write_lineage_chart
 from llava.evaluate.mmbench_tsv import PASS_OFFSET, McqFile, McqRow, check_md5, file_md5, read_mmbench_tsv
 from llava.evaluate.predictions import PREDICTIONS_NAME, PredictionLog, read_predictions
-from llava.evaluate.report import (artifacts_markdown, questions_csv_text, results_document, table_markdown,
-                                   write_results_json)
+from llava.evaluate.report import (artifacts_markdown, questions_csv_text, results_document, single_pass_note,
+                                   table_markdown, write_results_json)
 from llava.evaluate.suite import Suite, adhoc_suite, load_suite
 from llava.evaluate.table import L2_ABBREVIATIONS, SplitRow, accuracy_table, read_acc_csv, write_acc_csv
 from llava.manifest import ManifestError, manifest_hash, require_manifest, weights_sha256, write_manifest
@@ -108,6 +108,9 @@ def write_outputs(out_dir: Path, *, suite: Suite, backend: str, outcome: Outcome
                                checkpoint=checkpoint, weights_sha256=weights,
                                vlmevalkit_commit=outcome.vlmevalkit_commit)
     results["chance"] = outcome.chance
+    single = sum(1 for q in questions if "|" not in q.answers) if suite.circular else 0
+    if single:  # VLMEvalKit rotates no question whose options are letters (mmbench_tsv._rotation_safe)
+        results["single_pass_questions"] = single
     write_results_json(out_dir / "results.json", results)
     if questions:
         write_text(out_dir / "questions.csv", questions_csv_text(questions))
@@ -134,8 +137,8 @@ def _finish(out_dir: Path, results: dict[str, Any], *, suite_path: Path | None, 
     write_manifest(out_dir, "eval", inputs=inputs, metrics={"overall": overall, "n_questions": results["n_questions"]},
                    extra={"suite": str(suite_path) if suite_path else None, "tsv": str(tsv), **extra}, started=started,
                    file_patterns=OUTPUT_FILES)
-    print(f"{results['dataset']} Overall {100 * overall:.2f}% on {results['n_questions']} questions "
-          f"-> {out_dir}", file=sys.stderr)
+    print(f"{results['dataset']} Overall {100 * overall:.2f}% on {results['n_questions']} questions"
+          f"{single_pass_note(results)} -> {out_dir}", file=sys.stderr)
     return results
 
 

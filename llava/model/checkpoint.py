@@ -54,5 +54,22 @@ def load_for_inference(path: str | Path, device: str = "cpu", dtype: torch.dtype
     path = recover_folder(path)
     if not (path / "config.json").is_file():
         raise KitError(f"{path} is not a checkpoint folder (no config.json)")
+    check_weight_files(path)
     model = LlavaOnevisionForConditionalGeneration.from_pretrained(path, dtype=dtype or torch.float32)
     return model.to(device).eval(), load_processor(path)
+
+
+def check_weight_files(path: Path) -> None:
+    """Each *.safetensors file's header must describe the whole file: a truncated or foreign file is named
+    here instead of failing inside `from_pretrained` (safetensors reads the header only)."""
+    from safetensors import SafetensorError, safe_open
+
+    shards = sorted(path.glob("*.safetensors"))
+    if not shards:
+        raise KitError(f"{path} holds no *.safetensors weights")
+    for shard in shards:
+        try:
+            with safe_open(str(shard), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise KitError(f"{shard} is not a complete safetensors file ({err}): copy or download it again") from None

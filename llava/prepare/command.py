@@ -116,7 +116,8 @@ def run_data(args: argparse.Namespace) -> int:
     )
     report = prepare_data(opts)
     _print_report(out, report)
-    _enforce_bad_fraction(out, report, args.max_bad_fraction)
+    _enforce_bad_fraction(out, report, args.max_bad_fraction,
+                          "a missing or wrong --image-root or a cut-short download is the usual cause")
     return 0
 
 
@@ -129,11 +130,16 @@ def run_verify(args: argparse.Namespace) -> int:
     _print_report(args.dataset_dir, report)
     if args.check_only:
         return 1 if report.faults else 0
+    if report.stamps:
+        print(f"  size and sha256 of {len(report.stamps)} images -> {args.dataset_dir / 'image_digests.tsv'}: training "
+              "skips (and lists in skips.jsonl) a sample whose image changes after this verify")
     if report.data_file != "data.json":
         verified = args.dataset_dir / report.data_file
         print(f"{args.dataset_dir / 'data.json'} is unchanged; the {report.kept} samples that passed are in {verified}: "
               f"train on them with --set data.path={verified}")
-    _enforce_bad_fraction(args.dataset_dir, report, args.max_bad_fraction)
+    _enforce_bad_fraction(args.dataset_dir, report, args.max_bad_fraction,
+                          f"images missing from {args.dataset_dir / 'images'} (data.json names them relative "
+                          "to that folder) or a cut-short copy is the usual cause")
     return 0
 
 
@@ -148,6 +154,7 @@ def _print_report(folder: Path, report) -> None:
         print(f"  ... {len(report.faults) - 20} more in {folder / 'quarantine.jsonl'}")
     if report.length_check:
         print(f"  {report.length_check}")
+    _print_conversions(report.conversions)
     stats = report.stats
     for key in ("text_tokens", "image_tokens", "total_tokens"):
         hist = stats.get(key)
@@ -159,12 +166,23 @@ def _print_report(folder: Path, report) -> None:
               f"model_max_length {stats['model_max_length']}")
 
 
-def _enforce_bad_fraction(folder: Path, report, limit: float) -> None:
+def _print_conversions(conversions: dict[str, list[str]]) -> None:
+    """Kept images whose RGB conversion loses information (kept, as the original LLaVA loader does)."""
+    if not conversions:
+        return
+    total = sum(len(paths) for paths in conversions.values())
+    print(f"  {total} kept images lose information when converted to RGB for the model (docs/data.md, "
+          "\"Image modes\"):")
+    for reason, paths in conversions.items():
+        more = f", ... {len(paths) - 3} more" if len(paths) > 3 else ""
+        print(f"  {len(paths):>7}  {reason}: {', '.join(paths[:3])}{more}")
+
+
+def _enforce_bad_fraction(folder: Path, report, limit: float, usual_cause: str) -> None:
     from llava.errors import KitError
 
     if report.total and len(report.faults) / report.total > limit:
         raise KitError(
             f"{len(report.faults)} of {report.total} samples in {folder} were quarantined "
-            f"(more than --max-bad-fraction {limit}): see {folder / 'quarantine.jsonl'}; a missing or wrong "
-            "--image-root or a cut-short download is the usual cause"
+            f"(more than --max-bad-fraction {limit}): see {folder / 'quarantine.jsonl'}; {usual_cause}"
         )

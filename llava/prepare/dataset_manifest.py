@@ -1,7 +1,8 @@
 """The `dataset` manifest training checks: hashes of the small files, counts, subset hash, source commit.
 
-Images are not hashed one by one (558k files); `image_listing_sha256` fingerprints the referenced
-paths and sizes instead, and verification has decoded every one of them.
+Each kept image's size and sha256 are in `image_digests.tsv` (hashed here like the other small files),
+which training checks every image against as it loads it; `image_listing_sha256` fingerprints the
+referenced paths and sizes in one value.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from llava.data.image_digests import DIGESTS_NAME
 from llava.data.record_checks import image_paths
 from llava.manifest import ManifestError, read_manifest, write_manifest
 from llava.prepare.storage import read_jsonl, read_records
@@ -18,7 +20,7 @@ from llava.prepare.subsets import INDEX_NAME
 from llava.prepare.verify import DATA_NAME, QUARANTINE_NAME, STATS_NAME, VERIFIED_NAME, VerifyReport
 
 FIXES_NAME = "image_fixes.jsonl"
-HASHED_FILES = (DATA_NAME, VERIFIED_NAME, INDEX_NAME, QUARANTINE_NAME, STATS_NAME, FIXES_NAME)
+HASHED_FILES = (DATA_NAME, VERIFIED_NAME, INDEX_NAME, QUARANTINE_NAME, STATS_NAME, FIXES_NAME, DIGESTS_NAME)
 
 
 def _stat_summary(stats: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +64,7 @@ def write_dataset_manifest(
         "verified_file": report.data_file,
         "quarantine_reasons": dict(Counter(row.get("reason") for row in quarantine).most_common()),
         "image_listing_sha256": report.image_listing_sha256,
+        "image_conversions": {reason: len(paths) for reason, paths in report.conversions.items()},
         "lengths": _stat_summary(report.stats),
     }
     return write_manifest(folder, "dataset", metrics=metrics, extra=body, started=started,

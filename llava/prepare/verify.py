@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
+from llava.data.image_digests import write_image_digests
+from llava.data.image_files import ImageStamp
 from llava.data.record_checks import ImageInfo, conversation_fault, id_faults, image_paths, inspect_image
 from llava.prepare.storage import read_jsonl, read_records, write_json_atomic, write_jsonl, write_records
 
@@ -46,6 +48,9 @@ class VerifyReport:
     stats: dict[str, Any] = field(default_factory=dict)
     data_file: str = DATA_NAME  # the file in the folder that holds exactly the samples that passed
     length_check: str = ""  # which token limit samples were checked against, or why none was
+    # what the RGB conversion loses, per reason: the kept images it applies to (llava.data.image_files)
+    conversions: dict[str, list[str]] = field(default_factory=dict)
+    stamps: dict[str, ImageStamp] = field(default_factory=dict)  # kept image -> size and sha256
 
     @property
     def images_per_second(self) -> float:
@@ -155,6 +160,11 @@ def verify_dataset(
         total=len(records), kept=len(clean), faults=rows, images_checked=decoded, seconds=seconds,
         image_listing_sha256=image_listing_sha256(clean, folder / IMAGES_DIR), length_check=length_note,
     )
+    for index, found in sorted(infos.items()):
+        for rel, info in zip(image_paths(records[index]), found):
+            report.stamps[rel] = info.stamp
+            if info.conversion:
+                report.conversions.setdefault(info.conversion, []).append(rel)
     report.stats = dataset_stats(clean, sizes, tokenizer=tokenizer, recipe_name=recipe_name)
     if apply:
         report.data_file = _apply(folder, clean, rows, report, replace=fresh_quarantine, in_place=in_place)
@@ -168,6 +178,7 @@ def _apply(folder: Path, clean: list[dict[str, Any]], rows: list[dict[str, Any]]
     kept_before = [] if replace else [row for row in read_jsonl(folder / QUARANTINE_NAME) if row.get("id") not in new_ids]
     write_jsonl(folder / QUARANTINE_NAME, kept_before + rows)
     write_json_atomic(folder / STATS_NAME, report.stats)
+    write_image_digests(folder, report.stamps)
     if in_place:
         if rows:
             write_records(folder / DATA_NAME, clean)

@@ -7,10 +7,13 @@ through the same code paths as a GPU run.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from llava.data.image_digests import DIGESTS_NAME, write_image_digests
+from llava.data.image_files import stamp_of
 from llava.evaluate.mmbench_tsv import write_mmbench_tsv
 from llava.manifest import write_manifest
 from llava.synthetic.conversations import (COLOUR_QUESTION, caption_record, description_record,
@@ -21,6 +24,7 @@ from llava.synthetic.shapes import COLOUR_OPTIONS, draw_scene, option_letter, ra
 from llava.synthetic.tiny_models import write_tiny_llm, write_tiny_vision
 from llava.synthetic.tokenizer import build_tiny_tokenizer
 
+log = logging.getLogger(__name__)  # `llava-kit smoke` writes it to world.log
 LLM_DIR = "tiny-qwen2"
 VISION_DIR = "tiny-siglip"
 
@@ -73,8 +77,14 @@ def _write_stage(root: Path, name: str, count: int, make, rng: random.Random, bl
         records += [text_make(f"{name}-{i:05d}", rng) for i in range(count, count + extra_text)]
         rng.shuffle(records)
     (folder / "data.json").write_text(json.dumps(records))
-    write_manifest(folder, "dataset", file_patterns=("data.json",),
+    # the world is its own verifier: training checks its images as it does a verified folder's
+    write_image_digests(folder, {r["image"]: stamp_of((folder / "images" / r["image"]).read_bytes())
+                                 for r in records if "image" in r})
+    write_manifest(folder, "dataset", file_patterns=("data.json", DIGESTS_NAME),
                    extra={"source": "synthetic shapes world", "samples": len(records), "world": world})
+    with_image = sum(1 for record in records if "image" in record)
+    log.info("dataset %s: %d samples (%d with an image, %d text-only) -> %s", name, len(records), with_image,
+             len(records) - with_image, folder)
     return folder
 
 
@@ -93,6 +103,9 @@ def build_world(root: str | Path, *, seed: int = 0, blank_images: bool = False,
         write_manifest(llm, "model", extra={"source": "random init (tiny)", "seed": seed})
     vision = write_tiny_vision(root / "models" / VISION_DIR, seed)
     write_manifest(vision, "model", extra={"source": "random init (tiny)", "seed": seed})
+    log.info("world seed %d%s; LLM %s (%s); vision tower %s (random init)", seed,
+             ", blank images" if blank_images else "", llm,
+             "shipped tiny instruct stand-in" if shuffled else "random init", vision)
     datasets = root / "datasets"
     # what rebuilds this world byte for byte (`llava-kit reproduce` reads it from the dataset manifests)
     world = {"seed": seed, "blank_images": blank_images, "size": asdict(size)}
@@ -105,6 +118,9 @@ def build_world(root: str | Path, *, seed: int = 0, blank_images: bool = False,
                  blank_images, size.shuffled_text_only_fraction if shuffled else size.text_only_fraction,
                  text_make=stage2_text, world=world)
     write_test_set(held_out_tsv(root), random.Random(seed + 1), size.test_questions, blank_images, shuffled)
+    log.info("held-out test set: %d questions%s -> %s", size.test_questions,
+             ", options shuffled, 4 rotated passes each" if shuffled else ", options in one fixed order",
+             held_out_tsv(root))
     return root
 
 

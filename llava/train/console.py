@@ -104,10 +104,16 @@ def print_header(title: str, output: Path, log_path: Path) -> None:
 class StageProgress(ProgressCallback):
     """transformers' bar, with readable log lines in place of its printed dicts."""
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        self.first_step = state.global_step  # past 0 when resumed
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or self.training_bar is None or not logs:
             return
         if "train_runtime" in logs:
+            if state.global_step == getattr(self, "first_step", -1):
+                return  # resumed at the last step: nothing trained now; the run says "already finished"
             line = (f"{state.global_step} steps in {logs['train_runtime']:.1f} s, "
                     f"mean loss {logs.get('train_loss', float('nan')):.4f}")
         elif "loss" in logs:

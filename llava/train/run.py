@@ -12,13 +12,15 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_utils import TrainOutput
 
 from llava.data.collator import Collator, SkipLedger, placeholder_image_row
 from llava.data.dataset import ConversationDataset
+from llava.data.image_digests import DIGESTS_NAME, read_image_digests
 from llava.data.images import image_pipeline
 from llava.durable import write_text
 from llava.errors import KitError
-from llava.manifest import sha256_file, write_manifest
+from llava.manifest import read_manifest, sha256_file, write_manifest
 from llava.model.build import BuiltModel, build_model
 from llava.model.checkpoint import save_checkpoint, write_support_files
 from llava.model.tunable import TunableParts
@@ -36,7 +38,7 @@ from llava.train.forward import forward_options
 from llava.train.resize import grad_accum_for
 from llava.train.universal_resume import convert_to_universal, converted_folder, saved_tag
 from llava.train.signals import StopRequests, TrainingStopped
-from llava.train.step_control import StepControl, agree_on_stop
+from llava.train.step_control import AlreadyFinished, StepControl, StopAtMaxSteps, agree_on_stop
 from llava.train.trainer import LlavaTrainer
 from llava.train.watchdog import StepWatchdog, step_samples
 
@@ -105,10 +107,23 @@ def build_dataset(recipe: Recipe, built: BuiltModel, inputs, run_dir: Path) -> t
     dataset = ConversationDataset(
         inputs.records, inputs.image_folder, built.tokenizer, pipeline,
         template=recipe.data.template, system_prompt=recipe.data.system_prompt,
-        label_mode=recipe.data.label_mode, max_length=recipe.training.model_max_length)
+        label_mode=recipe.data.label_mode, max_length=recipe.training.model_max_length,
+        verified_images=verified_images(recipe, inputs))
     ledger = SkipLedger(run_dir / "skips.jsonl", len(dataset), recipe.data.max_skip_fraction)
     placeholder = placeholder_image_row(pipeline, built.processor.image_token_id)
     return dataset, Collator(built.tokenizer.pad_token_id, pipeline.batch_key, ledger, placeholder)
+
+
+def verified_images(recipe: Recipe, inputs):
+    """The image digests `prepare verify` wrote (training skips a sample whose image changed since), or None."""
+    if not recipe.data.require_manifest:
+        return None
+    folder = inputs.data_file.parent  # only digests the manifest lists (and preflight re-hashed) count
+    stamps = read_image_digests(folder) if DIGESTS_NAME in read_manifest(folder).get("files", {}) else None
+    if stamps is None:
+        log.warning("%s/manifest.json lists no image digests (verified by an older kit): images changed since "
+                    "are not noticed; run `llava-kit prepare verify %s` again", folder, folder)
+    return stamps
 
 
 def fingerprint(recipe: Recipe, inputs) -> dict:
@@ -165,6 +180,8 @@ def _train(trainer: LlavaTrainer, load_path: str | None, ledger: SkipLedger, eve
            watchdog: StepWatchdog):
     try:
         return trainer.train(resume_from_checkpoint=load_path)
+    except AlreadyFinished:  # resumed at max_steps: the checkpoint's weights are loaded, nothing to train
+        return TrainOutput(trainer.state.global_step, 0.0, {})
     except KitError:
         if ledger.over_budget():  # raised in a dataloader worker, the message arrives wrapped in its traceback
             events.emit("abort", f"too many unusable samples: see {ledger.path}", skipped=len(ledger.seen_ids()))
@@ -258,6 +275,7 @@ def _train_stage(recipe: Recipe, layout: VolumeLayout, run_dir: Path, allow_reci
         trainer.add_callback(StepControl(recipe.checkpointing.resume_every_steps, store, stop, events))
         watchdog = StepWatchdog(recipe.watchdog, run_dir, args.process_index, step_samples(trainer, dataset))
         trainer.add_callback(watchdog)
+        trainer.add_callback(StopAtMaxSteps())
         resume = _resume_point(trainer, store, collator.ledger, events)
         if agree_on_stop(stop, args.device):  # signalled while the model loaded: nothing new to save
             raise TrainingStopped(_stopped_message(recipe, stop, store, resume.step if resume else 0))
@@ -270,6 +288,9 @@ def _train_stage(recipe: Recipe, layout: VolumeLayout, run_dir: Path, allow_reci
                                  is_main=trainer.is_world_process_zero())
     train_loss = _stage_loss(store, result, step)
     skipped = len(collator.ledger.seen_ids())
+    if resume is not None and resume.step == step:
+        events.emit("already_finished", f"{recipe.name} had already finished: {step} steps, mean loss {train_loss:.4f} "
+                    f"(recorded in {resume.path}); nothing was trained again", step=step, train_loss=train_loss)
     if trainer.is_world_process_zero():
         write_text(run_dir / "log_history.json", json.dumps(trainer.state.log_history, indent=1))
         write_manifest(output, "checkpoint", inputs=inputs.manifest_hashes(), recipe_hash=recipe.content_hash(),

@@ -77,3 +77,17 @@ class StepControl(TrainerCallback):
                              f"{self.stop.save_now_path}", step=state.global_step)
         self._save_now_pending = False
         return control
+
+
+class AlreadyFinished(Exception):
+    """Raised before a step that would go past max_steps: the resumed stage had finished."""
+
+
+class StopAtMaxSteps(TrainerCallback):
+    """transformers, resumed at max_steps short of an epoch's end, starts one step more before it checks the
+    limit (its step loop runs to the epoch's end and tests max_steps after each step). The checkpoint's
+    weights are loaded by then and no step has run: stop there, on every rank alike."""
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if 0 < state.max_steps <= state.global_step:
+            raise AlreadyFinished()
