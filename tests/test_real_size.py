@@ -80,7 +80,7 @@ def test_tie_survives_save_resume_publish_load(real_home):
     home, stand_ins = real_home
     write_stage_data(home, "stage1")
     killed = train(home, "stage1", "seed", env={KILL_AT_STEP: "2"}, log_name="stage1-killed")
-    assert killed.returncode == -9, killed.output[-3000:]
+    assert killed.returncode == -9 and sorted(killed.step_times) == [1, 2], killed.output[-3000:]  # SIGKILL at step 2
     resumed = train(home, "stage1", "seed", log_name="stage1-resumed")
     assert resumed.returncode == 0, resumed.output[-3000:]
     assert "resuming from" in resumed.output and "checkpoint-1" in resumed.output
