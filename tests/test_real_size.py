@@ -23,7 +23,8 @@ from llava.bench.measure import run_measured
 pytestmark = [pytest.mark.extended, pytest.mark.timeout(3600)]
 
 QWEN, SIGLIP = "Qwen/Qwen2.5-0.5B-Instruct", "google/siglip-so400m-patch14-384"
-EMBED = "model.language_model.embed_tokens.weight"
+EMBED = "language_model.model.embed_tokens.weight"  # its name in the saved files (transformers' layout)
+PROJECTOR = "multi_modal_projector.linear_1.weight"
 
 
 @pytest.fixture(scope="module")
@@ -99,17 +100,19 @@ def test_tie_survives_save_resume_publish_load(real_home):
                                  str(preview)), cli_env(home), home / "publish.log", 1200)
     assert published.returncode == 0, published.output[-3000:]
 
+    [published_file] = sorted(preview.glob("*.safetensors"))
+    with safe_open(trained, "pt") as weights, safe_open(published_file, "pt") as published:
+        assert set(published.keys()) == set(weights.keys())
+        for name in weights.keys():
+            assert torch.equal(published.get_tensor(name), weights.get_tensor(name)), name
+        embed, projector = weights.get_tensor(EMBED), weights.get_tensor(PROJECTOR)
     model = LlavaOnevisionForConditionalGeneration.from_pretrained(preview, dtype=torch.float32)
     assert model.config.tie_word_embeddings
     assert model.lm_head.weight.data_ptr() == model.model.language_model.embed_tokens.weight.data_ptr()
-    state = model.state_dict()
-    with safe_open(trained, "pt") as weights:
-        names = set(weights.keys())
-        assert names == {name for name in state if name != "lm_head.weight"}
-        for name in names:
-            assert torch.equal(state[name], weights.get_tensor(name)), name
+    assert torch.equal(model.lm_head.weight, embed)
+    assert torch.equal(model.model.multi_modal_projector.linear_1.weight, projector)
     with safe_open(stand_ins[QWEN] / "model.safetensors", "pt") as original:
         # stage 1 trains only the projector: the tied matrix is the downloaded one, upcast
-        assert torch.equal(model.lm_head.weight, original.get_tensor("model.embed_tokens.weight").float())
+        assert torch.equal(embed, original.get_tensor("model.embed_tokens.weight").float())
     results = json.loads((home / "runs" / "stage1" / "eval" / "results.json").read_text())
     assert results
