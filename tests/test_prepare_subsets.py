@@ -121,3 +121,18 @@ def test_from_index_refuses_an_edited_index_another_source_or_other_filters(tmp_
     assert main(_prepare_args(source, images, tmp_path / "z", "--keep-ocr-vqa",
                               "--from-index", str(tmp_path / "pub/subset_index.json"))) == 2
     assert "was drawn with filters" in capsys.readouterr().err
+
+
+def test_repeated_ids_do_not_depend_on_the_source_order():
+    """Two machines reading the same rows in another order give each record the same id."""
+    import random
+
+    records = [{"id": "7", "task": task, "n": n} for task in ("vqa", "caption", "ref") for n in range(3)]
+    records += [{"id": "7#2", "task": "own"}, {"id": "8", "task": "x"}]
+    shuffled = [dict(r) for r in records]
+    random.Random(3).shuffle(shuffled)
+    assign_unique_ids(records)
+    assign_unique_ids(shuffled)
+    key = lambda r: (r["task"], r.get("n"))  # noqa: E731
+    assert {key(r): r["id"] for r in records} == {key(r): r["id"] for r in shuffled}
+    assert len({r["id"] for r in records}) == len(records)

@@ -30,15 +30,26 @@ def assign_unique_ids(records: list[dict[str, Any]]) -> int:
     """Give every record a unique string id, in place; returns how many were changed.
 
     Sources can repeat ids (several mix665k tasks share a COCO image and its id), and a subset is a list of ids,
-    so the k-th repeat (k >= 2, in source order) becomes "<id>#<k>". A record without an id becomes
-    "row<position>".
+    so the k-th repeat (k >= 2) becomes "<id>#<k>". Repeats are counted in the order of the records' content
+    (canonical JSON), not of their position, so a shuffled copy of the source (another machine's download or
+    listing) gives every record the same id; records with equal content are interchangeable. A record
+    without an id becomes "row<position>".
     """
+    bases = [f"row{position}" if record.get("id") in (None, "") else str(record["id"])
+             for position, record in enumerate(records)]
+    repeated = {base for base, count in Counter(bases).items() if count > 1}
+
+    def content(position: int) -> str:
+        if bases[position] not in repeated:
+            return ""
+        return json.dumps(records[position], sort_keys=True, ensure_ascii=False, default=str)
+
     used: set[str] = set()
     repeats: Counter[str] = Counter()
     changed = 0
-    for position, record in enumerate(records):
+    for position in sorted(range(len(records)), key=lambda p: (bases[p], content(p), p)):
+        record, base = records[position], bases[position]
         raw = record.get("id")
-        base = f"row{position}" if raw is None or raw == "" else str(raw)
         new = base
         while new in used:
             repeats[base] += 1

@@ -48,3 +48,50 @@ def build_tiny_tokenizer(corpus: Iterable[str], out_dir: str | Path, vocab_size:
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(out)
     return tokenizer
+
+
+# Qwen2.5's 22 special tokens, in id order from 151643 (its tokenizer_config.json added_tokens_decoder).
+QWEN2_SPECIALS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
+    "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+)
+QWEN2_REGULAR_TOKENS = 151643  # ordinary BPE entries before the first special id
+
+
+def build_qwen2_sized_tokenizer(corpus: Iterable[str], out_dir: str | Path, regular: int = QWEN2_REGULAR_TOKENS):
+    """A byte-level BPE with Qwen2.5's vocabulary size and special-token ids, so <image> lands at 151665.
+
+    The merges are learnt from `corpus`; the rest of the `regular` entries are unreachable fillers. Ids
+    of the specials, and so of the media tokens added after them, are those of the real tokenizer.
+    """
+    import json
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1024, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    core.train_from_iterator(list(corpus), trainer=trainer)
+    body = json.loads(core.to_str())
+    vocab = body["model"]["vocab"]
+    for filler in range(len(vocab), regular):
+        vocab[f"<|filler_{filler}|>"] = filler
+    core = Tokenizer.from_str(json.dumps(body))
+    core.add_special_tokens(list(QWEN2_SPECIALS))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"], model_max_length=131072,
+        padding_side="right", clean_up_tokenization_spaces=False,
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out)
+    return tokenizer

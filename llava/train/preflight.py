@@ -1,4 +1,5 @@
-"""Checks that run before any weights load: inputs exist with manifests, and the length budget holds."""
+"""Checks that run before any weights load: inputs exist with manifests, the length budget holds, and the
+host has the disk (and, with a warning, the RAM) the run was measured to need."""
 
 from __future__ import annotations
 
@@ -94,9 +95,12 @@ def check_output(recipe: Recipe, layout, inputs: Inputs) -> None:
 
 
 def preflight(recipe: Recipe, layout) -> Inputs:
+    from llava.train.host_needs import check_host
+
     inputs = locate_inputs(recipe, layout)
     check_output(recipe, layout, inputs)
     inputs.records = load_records(inputs.data_file)
     check_manifests(recipe, inputs)
     check_length_budget(recipe, layout)
+    check_host(recipe, layout, inputs.model_dirs)
     return inputs

@@ -1,4 +1,5 @@
-"""The wheels carried to a lent GPU are the versions llava-kit pins, so GPU numbers describe this stack."""
+"""The wheels carried to a GPU host without internet are the versions llava-kit pins, so its GPU numbers
+describe this stack."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ def pins(lines: list[str]) -> dict[str, str]:
     return {re.sub(r"[-_.]+", "-", m[1]).lower(): m[2] for m in found if m}
 
 
-def test_device_wheels_match_the_package_pins():
-    carried = pins((ROOT / "benchmarks" / "device-wheels.txt").read_text().splitlines())
+def test_offline_wheels_match_the_package_pins():
+    carried = pins((ROOT / "benchmarks" / "offline-wheels.txt").read_text().splitlines())
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = pins([*project["dependencies"], *sum(project["optional-dependencies"].values(), [])])
     shared = carried.keys() & declared.keys()
@@ -26,7 +27,7 @@ def test_device_wheels_match_the_package_pins():
     assert carried["pydantic-core"] == version("pydantic-core")
 
 
-def test_device_liger_is_the_gpu_images():
-    carried = pins((ROOT / "benchmarks" / "device-wheels.txt").read_text().splitlines())
+def test_offline_liger_is_the_gpu_images():
+    carried = pins((ROOT / "benchmarks" / "offline-wheels.txt").read_text().splitlines())
     image = pins((ROOT / "docker" / "requirements-cuda.lock").read_text().splitlines())
     assert carried["liger-kernel"] == image["liger-kernel"]

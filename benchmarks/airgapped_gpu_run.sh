@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Everything a lent GPU (device tool) is for, in one command under its 10-minute limit:
-#   1. the carried wheels (benchmarks/device_wheels.sh) go to /tmp/site, ahead of the machine's packages;
+# The GPU checks and measurements, in one command, on a GPU host without internet that has its own CUDA
+# torch (an air-gapped cluster node), from a checkout carrying .whl/ (benchmarks/offline_wheels.sh):
+#   1. the carried wheels go to /tmp/site, ahead of the host's packages;
 #   2. the GPU-only correctness test of PyTorch's varlen kernel against SDPA (bf16, GQA, backward);
 #   3. benchmarks/gpu_bench.sh: seed vs fast, real size, three stages, and its table.
-# At most 8 files come back from the device, so the per-run files travel as one archive.
+# The per-run files are packed into one archive beside table.md, so a few files carry the results out.
 #
-#   bash benchmarks/device_session.sh "$OUT"     (device call: carry [".whl"], timeout_s 600)
+#   bash benchmarks/airgapped_gpu_run.sh OUT_DIR     (about 10 minutes on one H100)
 set -uo pipefail
-out="${1:?usage: device_session.sh OUT_DIR}"
+out="${1:?usage: airgapped_gpu_run.sh OUT_DIR}"
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 PYTHON=python3 TOKENIZERS_PARALLELISM=false

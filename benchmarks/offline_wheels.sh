@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Fill .whl/ with the wheels of benchmarks/device-wheels.txt for the lent GPU machine (CPython 3.12,
-# x86_64, no network there). Run here, in the repository root, where PyPI is reachable; then name .whl
-# in the device call's `carry` and run benchmarks/device_session.sh there.
+# For a GPU host without internet (an air-gapped cluster node): fill .whl/ with the wheels of
+# benchmarks/offline-wheels.txt, the kit's pins that such a host's own CUDA Python (CPython 3.12, x86_64)
+# may lack. Run in the repository root on a machine that reaches PyPI; copy the checkout with .whl/ to
+# the GPU host and run benchmarks/airgapped_gpu_run.sh there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .whl
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
-pins=$(grep -v '^#' benchmarks/device-wheels.txt | grep -v '^deepspeed==' | tr '\n' ' ')
+pins=$(grep -v '^#' benchmarks/offline-wheels.txt | grep -v '^deepspeed==' | tr '\n' ' ')
 platforms=""
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64; do
   platforms+=" --platform $p"
@@ -15,5 +16,5 @@ done
 python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   $platforms -d .whl $pins
 DS_BUILD_OPS=0 python -m pip wheel -q --no-deps --no-build-isolation -w .whl \
-  "$(grep '^deepspeed==' benchmarks/device-wheels.txt)"
+  "$(grep '^deepspeed==' benchmarks/offline-wheels.txt)"
 du -sh .whl
