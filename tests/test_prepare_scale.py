@@ -1,4 +1,4 @@
-"""`prepare data` at the real record counts (extended tier): ReCap's 118,287 rows and mix665k's 665,298
+"""`prepare data` at the real record counts (the `realsize` tier: `python -m pytest -m realsize`, not part of CI): ReCap's 118,287 rows and mix665k's 665,298
 records in their real formats, prepared twice from the same files and once from a shuffled copy.
 
 The seeded 30k and 60k subsets must come out as the same index file on every run and as the same
@@ -15,7 +15,7 @@ import pytest
 
 from llava.bench.prepare_scale import MIX665K, RECAP_ROWS, main
 
-pytestmark = [pytest.mark.extended, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.realsize, pytest.mark.timeout(3600)]
 
 
 def test_subsets_at_real_counts_equal_across_runs_and_input_orders(tmp_path, capsys):

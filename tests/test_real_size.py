@@ -1,4 +1,4 @@
-"""The kit at the real model's size on CPU (extended tier): stand-ins of Qwen2.5-0.5B-Instruct and
+"""The kit at the real model's size on CPU (the `realsize` tier: `python -m pytest -m realsize`, not part of CI): stand-ins of Qwen2.5-0.5B-Instruct and
 SigLIP-so400m fetched by `prepare models` from the loopback Hub, then stage 1 (the real recipe, `seed`
 profile: ZeRO-3 + CPU offload, DeepSpeedCPUAdam) for 2 steps, killed with SIGKILL at the end of step 2
 and resumed, evaluated on 2 rows, published with --dry-run and loaded with from_pretrained.
@@ -20,7 +20,7 @@ from llava.fault_injection import KILL_AT_STEP
 from real_size_world import cli_env, kit, prepare_models, stand_in_hub, train, write_stage_data
 from llava.bench.measure import run_measured
 
-pytestmark = [pytest.mark.extended, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.realsize, pytest.mark.timeout(3600)]
 
 QWEN, SIGLIP = "Qwen/Qwen2.5-0.5B-Instruct", "google/siglip-so400m-patch14-384"
 EMBED = "language_model.model.embed_tokens.weight"  # its name in the saved files (transformers' layout)
