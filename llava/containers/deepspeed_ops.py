@@ -6,7 +6,7 @@ build runs this module and fails on any finding; the docker tests run it inside 
 Per op: prebuilt (DeepSpeed's installed-ops table), loaded from the package without a JIT build, and
 - a CUDA op: its embedded cubins (`cuobjdump --list-elf`) cover every arch of TORCH_CUDA_ARCH_LIST;
 - a CPU op: no AVX-512 (zmm) instruction, so it runs on any x86-64-v3 host (docker/portable_cpu_adam.py).
-Which ops: llava/resources/containers/torch_cuda.yaml, per image variant (LLAVA_KIT_IMAGE_VARIANT).
+Which ops: llava/resources/torch_cuda.yaml, per image variant (LLAVA_KIT_IMAGE_VARIANT).
 
     python -m llava.containers.deepspeed_ops [--json]
 """
@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from llava.containers.torch_builds import load_matrix
+from llava.torch_builds import load_matrix
 
 # The op name DeepSpeed's installed-ops table uses -> the builder class that loads it.
 BUILDERS = {"cpu_adam": "CPUAdamBuilder", "fused_adam": "FusedAdamBuilder"}
