@@ -232,10 +232,11 @@ def _install_step(variant: str, tmp_path: Path, dockerfile: str = "Dockerfile", 
     What this proves is the order, the hash mode and the conditions the step's shell logic gives each
     variant; the real installs run in the docker step's build (tests/test_containers_gpu_image.py).
     """
-    marker = "requirements-eval.lock" if dockerfile == "eval.Dockerfile" else "requirements-$VARIANT.lock"
+    marker = "requirements-eval.lock" if dockerfile == "eval.Dockerfile" else "/tmp/build/"
     runs = [i["value"] for i in DockerfileParser(str(ROOT / "docker" / dockerfile)).structure
             if i["instruction"] == "RUN" and marker in i["value"]]
-    script = runs[0].split(" ", 1)[1].replace("/tmp/", f"{tmp_path}/")  # past --mount=type=secret
+    # each RUN in its own shell, in order, as the build runs them (past --mount=type=secret)
+    scripts = [run.split(" ", 1)[1].replace("/tmp/", f"{tmp_path}/") for run in runs]
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("pip", "python"):
@@ -258,7 +259,11 @@ def _install_step(variant: str, tmp_path: Path, dockerfile: str = "Dockerfile", 
            "PATH": f"{bin_dir}:/usr/bin:/bin"}
     if env.get("CUDA_HOME"):
         env["CUDA_HOME"] = str(tmp_path / "cuda")
-    done = subprocess.run(["bash", "-o", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    for script in scripts:
+        done = subprocess.run(["bash", "-o", "pipefail", "-c", script], env=env, capture_output=True, text=True,
+                              timeout=30)
+        if done.returncode:
+            break
     log = tmp_path / "pip.log"
     return done.returncode, done.stderr, log.read_text().splitlines() if log.exists() else []
 
