@@ -52,7 +52,7 @@ ENV LITELLM_LOCAL_MODEL_COST_MAP=True \
     LMUData=/data/LMUData
 
 # Fail the build when vlmeval, torchvision or llava-kit do not import together; the log shows which
-# torch build was installed (expected: torch 2.13.0 cuda 13.0 torchvision 0.28.0).
+# torch build was installed (expected: torch 2.13.0+cu130 cuda 13.0 torchvision 0.28.0+cu130).
 RUN python -c "import torch, torchvision; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'torchvision', torchvision.__version__)" \
  && python -c "import vlmeval, vlmeval.dataset, rouge_score, llava.cli" \
  && llava-kit --help > /dev/null

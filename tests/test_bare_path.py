@@ -58,6 +58,6 @@ OMP_NUM_THREADS=2 {venv}/llava-kit smoke --out {tmp_path}/smoke
     text = log.read_text()
     print(text[-3000:])
     assert done.returncode == 0, text[-5000:]
-    assert "bare path torch 2.13.0 cuda 13.0" in text
+    assert "bare path torch 2.13.0+cu130 cuda 13.0" in text  # PyPI's torch names its CUDA 13.0 build
     report = json.loads((tmp_path / "smoke" / "report.json").read_text())
     assert report["circular"] is True and report["colour_accuracy"] >= 0.90

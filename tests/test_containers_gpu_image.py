@@ -60,7 +60,7 @@ def test_torch_is_the_cuda_13_build_with_every_arch_of_the_table(image):
         "import json, torch; from llava.torch_builds import compiled_archs; "
         "print(json.dumps({'torch': torch.__version__, 'cuda': torch.version.cuda, 'archs': compiled_archs()}))")))
     print(f"\nGPU image: torch {facts['torch']} cuda {facts['cuda']} archs {' '.join(facts['archs'])}")
-    assert facts["torch"] == "2.13.0" and facts["cuda"] == BUILD["cuda"]
+    assert facts["torch"] == f"2.13.0+{VARIANT['build']}" and facts["cuda"] == BUILD["cuda"]
     assert {f"sm_{arch.replace('.', '')}" for arch in BUILD["archs"]} <= set(facts["archs"])
 
 
