@@ -162,7 +162,14 @@ fi
 find_links=""
 torch_index="auto"
 if compgen -G "$WHEELHOUSE/torch-*+cpu-*.whl" > /dev/null; then
-  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  # a fixed port when it is free, so the build argument (and with LLAVA_KIT_DOCKER_CACHE the layer) repeats
+  port="$(python3 -c 'import socket
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", 38481))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')"
   python3 -m http.server --bind 127.0.0.1 --directory "$WHEELHOUSE" "$port" > "$WORK/wheels.log" 2>&1 &
   WHEEL_SERVER_PID=$!
   find_links="http://127.0.0.1:$port/"
