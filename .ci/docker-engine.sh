@@ -5,7 +5,9 @@
 #   3. bootstrap a Debian bookworm base image (debootstrap --variant=minbase + docker import), since no
 #      image can be pulled;
 #   4. build the cpu variant of docker/Dockerfile FROM that base (pip's CA bundle as a build secret,
-#      a local CPU torch wheel served on loopback when there is one);
+#      a local CPU torch wheel served on loopback when there is one); with LLAVA_KIT_DOCKER_GPU=1 also the
+#      GPU image: the default (cuda) target users build, with only BASE_IMAGE overridden, its key lines
+#      (nvcc, torch's CUDA and arch list, the DeepSpeed op report), build time and size printed;
 #   5. run one compose service with compose.yaml + compose.ci.yaml (default: smoke; pass a command to
 #      override it, e.g. `.ci/docker-engine.sh doctor --json`);
 #      or, with `--exec CMD ARGS...`, run CMD instead (it finds the engine through DOCKER_HOST and the
@@ -21,7 +23,11 @@
 # copy of the runs volume and doctor reports), LLAVA_KIT_WHEELHOUSE (a folder with torch-*+cpu wheels;
 # default /opt/wheels), PIP_CA_BUNDLE (default /etc/ssl/certs/ca-certificates.crt),
 # LLAVA_KIT_DOCKER_TMPFS (default 16g: a tmpfs of that size holds the engine's data root and the
-# bootstrap, so teardown is an unmount instead of deleting ~100k files; 0 keeps them on disk).
+# bootstrap, so teardown is an unmount instead of deleting ~100k files; 0 keeps them on disk),
+# LLAVA_KIT_DOCKER_CACHE (a host folder, e.g. /var/cache/llava-kit/docker: the engine's data root lives
+# there, on disk, and is kept between runs, so images, layers and the bootstrapped base are reused and a
+# warm build takes seconds; delete the folder for a cold build. The GPU image (~10 GB) needs it or
+# LLAVA_KIT_DOCKER_TMPFS=0), LLAVA_KIT_DOCKER_GPU (1: build the GPU image too).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +36,8 @@ WHEELHOUSE="${LLAVA_KIT_WHEELHOUSE:-/opt/wheels}"
 PIP_CA_BUNDLE="${PIP_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 BASE_IMAGE="llava-kit-ci/bookworm-minbase:latest"
 CPU_IMAGE="llava-kit:cpu-ci"
+GPU_IMAGE="llava-kit:cuda-ci"
+CACHE="${LLAVA_KIT_DOCKER_CACHE:-}"
 START=$SECONDS
 EXEC=0
 if [ "${1:-}" = "--exec" ]; then
@@ -96,6 +104,7 @@ teardown() {
   if [ -n "$WORK" ]; then
     # overlay and shm mounts left behind by a killed engine would make rm fail
     grep -o " $WORK[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2> /dev/null
+    [ -n "$CACHE" ] && grep -o " $CACHE/data/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2> /dev/null
     rm -rf "$WORK"
   fi
   phase "done (exit $rc)"
@@ -116,14 +125,19 @@ DOCKER="$(docker_cli)"
 WORK="$(mktemp -d /tmp/llava-kit-docker.XXXXXX)"
 export DOCKER_HOST="unix://$WORK/docker.sock"
 FAST="$WORK"
-if [ "${LLAVA_KIT_DOCKER_TMPFS:-16g}" != 0 ]; then
+DATA_ROOT="$WORK/data"
+if [ -n "$CACHE" ]; then
+  mkdir -p "$CACHE/data"
+  DATA_ROOT="$CACHE/data"
+elif [ "${LLAVA_KIT_DOCKER_TMPFS:-16g}" != 0 ]; then
   FAST="$WORK/tmpfs"
   mkdir -p "$FAST"
   mount -t tmpfs -o "size=${LLAVA_KIT_DOCKER_TMPFS:-16g}" tmpfs "$FAST"
+  DATA_ROOT="$FAST/data"
 fi
 
 phase "starting dockerd in $WORK"
-dockerd --data-root "$FAST/data" --exec-root "$WORK/exec" --pidfile "$WORK/dockerd.pid" -H "$DOCKER_HOST" \
+dockerd --data-root "$DATA_ROOT" --exec-root "$WORK/exec" --pidfile "$WORK/dockerd.pid" -H "$DOCKER_HOST" \
   --bridge=none --iptables=false --ip6tables=false --ip-masq=false --storage-driver=overlay2 \
   > "$WORK/dockerd.log" 2>&1 &
 DOCKERD_PID=$!
@@ -134,17 +148,28 @@ for _ in $(seq 1 100); do
 done
 "$DOCKER" version --format 'engine {{.Server.Version}} ({{.Server.Os}}/{{.Server.Arch}})'
 
-phase "bootstrapping $BASE_IMAGE (debootstrap --variant=minbase bookworm)"
-debootstrap --variant=minbase bookworm "$FAST/rootfs" http://deb.debian.org/debian > "$WORK/debootstrap.log" 2>&1 \
-  || { tail -20 "$WORK/debootstrap.log" >&2; exit 1; }
-tar -C "$FAST/rootfs" -c . | "$DOCKER" import - "$BASE_IMAGE" > /dev/null
-rm -rf "$FAST/rootfs"
+if [ -n "$CACHE" ] && "$DOCKER" image inspect "$BASE_IMAGE" > /dev/null 2>&1; then
+  phase "reusing $BASE_IMAGE from $CACHE (bootstrapped $("$DOCKER" image inspect -f '{{.Created}}' "$BASE_IMAGE"))"
+else
+  phase "bootstrapping $BASE_IMAGE (debootstrap --variant=minbase bookworm)"
+  debootstrap --variant=minbase bookworm "$FAST/rootfs" http://deb.debian.org/debian > "$WORK/debootstrap.log" 2>&1 \
+    || { tail -20 "$WORK/debootstrap.log" >&2; exit 1; }
+  tar -C "$FAST/rootfs" -c . | "$DOCKER" import - "$BASE_IMAGE" > /dev/null
+  rm -rf "$FAST/rootfs"
+fi
 
 # The CPU torch wheel: from the local wheelhouse over loopback when it has one, else PyTorch's CPU index.
 find_links=""
 torch_index="auto"
 if compgen -G "$WHEELHOUSE/torch-*+cpu-*.whl" > /dev/null; then
-  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  # a fixed port when it is free, so the build argument (and with LLAVA_KIT_DOCKER_CACHE the layer) repeats
+  port="$(python3 -c 'import socket
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", 38481))
+except OSError:
+    s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')"
   python3 -m http.server --bind 127.0.0.1 --directory "$WHEELHOUSE" "$port" > "$WORK/wheels.log" 2>&1 &
   WHEEL_SERVER_PID=$!
   find_links="http://127.0.0.1:$port/"
@@ -155,7 +180,7 @@ phase "building $CPU_IMAGE (VARIANT=cpu, FROM $BASE_IMAGE)"
 DOCKER_BUILDKIT=1 "$DOCKER" build --network=host --progress=plain \
   -f "$ROOT/docker/Dockerfile" -t "$CPU_IMAGE" \
   --build-arg VARIANT=cpu \
-  --build-arg CPU_BASE_IMAGE="$BASE_IMAGE" \
+  --build-arg BASE_IMAGE="$BASE_IMAGE" \
   --build-arg TORCH_INDEX_URL="$torch_index" \
   --build-arg PIP_FIND_LINKS="$find_links" \
   --secret id=pip_ca,src="$PIP_CA_BUNDLE" \
@@ -163,10 +188,29 @@ DOCKER_BUILDKIT=1 "$DOCKER" build --network=host --progress=plain \
   || { tail -40 "$WORK/build.log" >&2; exit 1; }
 grep -oE "transformers [^ ]+ deepspeed [^ ]+$" "$WORK/build.log" | head -1 || true
 phase "built $CPU_IMAGE"
+
+if [ "${LLAVA_KIT_DOCKER_GPU:-0}" = 1 ]; then
+  # The image users build (`docker compose build`: docker/Dockerfile, default VARIANT=cuda); CI changes
+  # only where its Debian comes from.
+  phase "building $GPU_IMAGE (docker/Dockerfile, default target, FROM $BASE_IMAGE)"
+  gpu_start=$SECONDS
+  DOCKER_BUILDKIT=1 "$DOCKER" build --network=host --progress=plain \
+    -f "$ROOT/docker/Dockerfile" -t "$GPU_IMAGE" \
+    --build-arg BASE_IMAGE="$BASE_IMAGE" \
+    --secret id=pip_ca,src="$PIP_CA_BUNDLE" \
+    "$ROOT" > "$WORK/build-gpu.log" 2>&1 \
+    || { tail -60 "$WORK/build-gpu.log" >&2; exit 1; }
+  grep -E "^#[0-9]+ [0-9.]+ (Cuda compilation tools|torch [0-9]|deepspeed op |liger-kernel ok|transformers [0-9]|cpu_adam: rebuilt)" \
+    "$WORK/build-gpu.log" | sed -E 's/^#[0-9]+ [0-9.]+ /  build: /' || true
+  size="$("$DOCKER" image inspect -f '{{.Size}}' "$GPU_IMAGE")"
+  phase "built $GPU_IMAGE in $((SECONDS - gpu_start)) s ($(grep -c ' CACHED$' "$WORK/build-gpu.log") steps cached); image size $((size / 1000000)) MB"
+  "$DOCKER" image prune -f > /dev/null  # the previous run's image, untagged by this one
+fi
 fi
 
 if [ "$EXEC" = 1 ]; then
   export DOCKER_HOST LLAVA_KIT_CPU_IMAGE="$CPU_IMAGE" LLAVA_KIT_DOCKER_TESTS=1 LLAVA_KIT_DOCKER_REUSE=1
+  if [ "${LLAVA_KIT_DOCKER_GPU:-0}" = 1 ]; then export LLAVA_KIT_GPU_IMAGE="$GPU_IMAGE"; fi
   phase "exec $*"
   set +e
   "$@"

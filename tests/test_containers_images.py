@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 from dockerfile_parse import DockerfileParser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,8 +22,9 @@ DOCKERFILES = sorted((ROOT / "docker").glob("*Dockerfile"))
 HADOLINT = Path(sys.executable).parent / "hadolint"
 REFRESH = ROOT / "scripts" / "refresh-digests.py"
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
-# what the GPU images install from the PyTorch index, and what torch's CUDA wheel brings with it
+# what comes with torch's CUDA wheel (and the CUDA compiler packages): never in the CPU lock
 TORCH_OWNED = re.compile(r"torch|torchvision|triton|nvidia-.*|cuda-.*")
+HASHED_PIN = re.compile(r"([a-z0-9-]+)==([0-9][^\s=<>!~]*) --hash=sha256:[0-9a-f]{64}")
 
 
 def _load_lock_tool():
@@ -53,12 +55,13 @@ def pyproject_pins(*, dev: bool = True) -> dict[str, str]:
 
 
 def read_pins(path: Path) -> dict[str, str]:
+    """name -> version of every exact pin (a `--hash=sha256:` after it, or extras before it, allowed)."""
     pins = {}
     for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if not line or line.startswith("-"):
             continue
-        match = re.fullmatch(r"([a-z0-9-]+)==([0-9][^\s=<>!~]*)", line)
+        match = re.fullmatch(r"([a-z0-9-]+)(?:\[[a-z0-9,-]+\])?==([0-9][^\s=<>!~]*)( --hash=sha256:[0-9a-f]{64})?", line)
         assert match, f"{path.name}: {line!r} is not an exact, normalised pin"
         pins[match[1]] = match[2]
     return pins
@@ -108,14 +111,10 @@ def test_every_base_image_is_pinned_by_digest(dockerfile, variant):
 
 def test_digests_env_is_the_source_of_the_arg_defaults():
     pinned = digests_env()
-    assert set(pinned) == {"CUDA_BASE_IMAGE", "CPU_BASE_IMAGE"}
-    assert pinned["CUDA_BASE_IMAGE"].startswith("nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04@sha256:")
+    assert pinned == {"BASE_IMAGE": pinned["BASE_IMAGE"]}  # one base for every image: no nvidia/cuda tag
+    assert pinned["BASE_IMAGE"].startswith("debian:bookworm-slim@sha256:")
     for dockerfile in DOCKERFILES:
-        args = arg_defaults(dockerfile)
-        for name, ref in pinned.items():
-            if name in args:
-                assert args[name] == ref, f"{dockerfile.name}: ARG {name} differs from docker/digests.env"
-    assert "CUDA_BASE_IMAGE" in arg_defaults(ROOT / "docker" / "eval.Dockerfile")
+        assert arg_defaults(dockerfile)["BASE_IMAGE"] == pinned["BASE_IMAGE"], dockerfile.name
 
 
 @pytest.mark.parametrize("variant", ["cpu", "cuda"])
@@ -137,12 +136,15 @@ def test_torch_builds_per_variant():
     cpu = read_pins(ROOT / "docker" / "requirements-cpu.lock")
     assert cpu["torch"] == torch_pin + "+cpu"
     assert not any(TORCH_OWNED.fullmatch(name) for name in cpu if name != "torch")
-    # the cuda image installs pyproject's torch version, built for the base image's CUDA (12.8.1 -> cu128)
-    args = arg_defaults(ROOT / "docker" / "Dockerfile")
-    assert args["TORCH_VERSION"] == torch_pin
-    cuda_release = re.search(r"nvidia/cuda:(\d+)\.(\d+)\.", args["CUDA_BASE_IMAGE"])
-    assert args["TORCH_CUDA_INDEX"] == f"https://download.pytorch.org/whl/cu{cuda_release[1]}{cuda_release[2]}"
-    assert args["FLASH_ATTN_WHEEL"] == ""  # flash-attn is optional: packing runs on torch's varlen kernel
+    # the cuda image installs pyproject's torch from PyPI, where it is the CUDA 13.0 build (its metadata
+    # pins cuda-toolkit 13.0.3, cuDNN 9.20.0.48, NCCL 2.29.7, triton 3.7.1), and the CUDA 13.0 compiler
+    cuda = read_pins(ROOT / "docker" / "requirements-cuda.lock")
+    assert cuda["torch"] == torch_pin
+    assert cuda["cuda-toolkit"].startswith("13.0.3") and cuda["nvidia-cudnn-cu13"] == "9.20.0.48"
+    assert cuda["nvidia-nccl-cu13"] == "2.29.7" and cuda["triton"] == "3.7.1"
+    for compiler in ("nvidia-cuda-nvcc", "nvidia-cuda-crt", "nvidia-nvvm", "nvidia-cuda-cccl", "nvidia-cuda-runtime"):
+        assert cuda[compiler].startswith("13.0."), compiler
+    assert arg_defaults(ROOT / "docker" / "Dockerfile")["FLASH_ATTN_WHEEL"] == ""  # optional: torch's varlen kernel
 
 
 def test_variant_files_pin_only_what_pyproject_does_not():
@@ -151,158 +153,161 @@ def test_variant_files_pin_only_what_pyproject_does_not():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "tensorboard==2.21.0" in project["optional-dependencies"]["train"]
     ours = set(pyproject_pins()) - {"torch"}
-    for variant in ("cpu", "cuda"):
+    for variant in ("cpu", "cuda", "cuda126"):
         repeated = ours & set(read_pins(ROOT / "docker" / f"requirements-{variant}.in"))
         assert not repeated, f"requirements-{variant}.in pins {sorted(repeated)} again: pyproject.toml owns them"
 
 
-def test_cuda_lock_leaves_torch_and_its_cuda_stack_to_the_torch_index():
+@pytest.mark.parametrize("variant", ["cuda", "eval"])
+def test_gpu_locks_hash_every_file(variant):
+    lines = [line for line in (ROOT / "docker" / f"requirements-{variant}.lock").read_text().splitlines()
+             if line and not line.startswith("#")]
+    assert len(lines) > 40
+    for line in lines:
+        assert HASHED_PIN.fullmatch(line), f"requirements-{variant}.lock: {line!r} has no sha256"
+
+
+def test_cuda_lock_holds_the_image_only_pins_and_the_cpu_lock_none_of_them():
     cuda = read_pins(ROOT / "docker" / "requirements-cuda.lock")
-    owned = sorted(name for name in cuda if TORCH_OWNED.fullmatch(name))
-    assert owned == [], f"requirements-cuda.lock pins {owned}: they come with torch from the PyTorch index"
-    # the image-only pins are in the lock at the same version; liger-kernel (triton) stays out of the CPU lock
     image_only = read_pins(ROOT / "docker" / "requirements-cuda.in")
     assert image_only["liger-kernel"] == "0.8.5"
     for name, version in image_only.items():
-        assert cuda.get(name) == version, f"requirements-cuda.lock: {name} {cuda.get(name)} != {version} (run lock.py)"
+        assert cuda.get(name, "").startswith(version), f"requirements-cuda.lock: {name} (run lock.py)"
     cpu = read_pins(ROOT / "docker" / "requirements-cpu.lock")
     assert "liger-kernel" not in cpu and "liger-kernel" not in pyproject_pins()
-    header = (ROOT / "docker" / "requirements-cuda.lock").read_text().replace("\n# ", " ")
-    assert f"installs torch=={pyproject_pins()['torch']} from" in header
 
 
-def test_lock_tool_resolves_pyprojects_torch_and_drops_what_torch_brings():
-    resolve_input = LOCK_TOOL.package_requirements(keep_torch=True)
-    assert f"torch=={pyproject_pins()['torch']}" in resolve_input
+def test_lock_tool_resolves_each_gpu_lock_against_its_torch_builds_index_only(monkeypatch):
+    assert f"torch=={pyproject_pins()['torch']}" in LOCK_TOOL.package_requirements(keep_torch=True)
     assert not any(spec.startswith("torch") for spec in LOCK_TOOL.package_requirements())
-    assert not any(spec.startswith(("pytest", "hadolint")) for spec in resolve_input)  # dev stays out
-    resolved = {"torch": "2.13.0", "triton": "3.7.1", "nvidia-nccl-cu12": "2.27.3", "nvidia-cudnn-cu13": "9.20.0.48",
-                "cuda-bindings": "13.5.0", "liger-kernel": "0.8.5", "numpy": "2.4.6", "filelock": "4.3.1"}
-    kept, header = LOCK_TOOL.leave_torch_to_its_index(resolved, "docker/Dockerfile")
-    assert kept == {"liger-kernel": "0.8.5", "numpy": "2.4.6", "filelock": "4.3.1"}
-    assert "docker/Dockerfile installs torch==2.13.0 from" in header.replace("\n# ", " ")
-    _, header = LOCK_TOOL.leave_torch_to_its_index({"torch": "2.13.0+cpu", "numpy": "2.4.6"}, "docker/Dockerfile")
-    # the CPU wheel this machine resolves with names the same version, and torchvision is not claimed
-    assert "torch==2.13.0 from" in header.replace("\n# ", " ") and "torchvision" not in header
-    with pytest.raises(SystemExit, match="no torch"):
-        LOCK_TOOL.leave_torch_to_its_index({"numpy": "2.4.6"}, "docker/Dockerfile")
+    assert LOCK_TOOL.gpu_build("cuda")[0] == "cu130" and LOCK_TOOL.gpu_build("cuda")[1]["pypi"] is True
+    calls = []
+    monkeypatch.setattr(LOCK_TOOL, "resolve", lambda base, source, args, env: calls.append((base, source, args, env)) or [])
+    monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels")
+    _, header = LOCK_TOOL.gpu_resolution("cuda", [])
+    base, source, args, env = calls[-1]
+    assert args == ["--index-url", "https://pypi.org/simple"] and source.name == "requirements-cuda.in"
+    assert "torch==2.13.0" in base and env["PIP_CONFIG_FILE"] == os.devnull and "PIP_FIND_LINKS" not in env
+    assert "torch's cu130 build" in header and "--extra-index-url" not in header
+    _, header = LOCK_TOOL.gpu_resolution("cuda126", [])
+    base, source, args, _ = calls[-1]
+    assert "torch==2.13.0+cu126" in base
+    assert args == ["--index-url", "https://pypi.org/simple", "--extra-index-url=https://download.pytorch.org/whl/cu126"]
+    assert header.endswith("--extra-index-url https://download.pytorch.org/whl/cu126\n")
+    item = {"metadata": {"name": "Nvidia_CUDNN_cu13", "version": "9.20.0.48"},
+            "download_info": {"archive_info": {"hashes": {"sha256": "ab" * 32}}}}
+    assert LOCK_TOOL.pinned(item, True) == f"nvidia-cudnn-cu13==9.20.0.48 --hash=sha256:{'ab' * 32}"
 
 
-def test_lock_tool_leaves_the_eval_images_torch_pair_to_the_index_but_keeps_torchmetrics():
-    assert LOCK_TOOL.FROM_TORCH_INDEX == {"cuda": "docker/Dockerfile", "eval": "docker/eval.Dockerfile"}
-    resolved = {"torch": "2.13.0+cpu", "torchvision": "0.28.0+cpu", "torchmetrics": "1.9.0", "triton": "3.7.1",
-                "nvidia-cublas-cu12": "12.8.4.1", "timm": "1.0.31", "open-clip-torch": "3.2.0"}
-    kept, header = LOCK_TOOL.leave_torch_to_its_index(resolved, "docker/eval.Dockerfile")
-    assert kept == {"torchmetrics": "1.9.0", "timm": "1.0.31", "open-clip-torch": "3.2.0"}
-    one_line = header.replace("\n# ", " ")
-    assert one_line.startswith("# No torch, torchvision, triton, nvidia-* or cuda-* lines")
-    assert "docker/eval.Dockerfile installs torch==2.13.0 and torchvision==0.28.0 from the PyTorch CUDA index" in one_line
-    assert all(len(line) <= 106 for line in header.splitlines())
-
-
-@pytest.mark.parametrize(("variant", "dockerfile"), [("cuda", "Dockerfile"), ("eval", "eval.Dockerfile")])
-def test_lock_headers_are_what_lock_tool_writes(variant, dockerfile):
-    """The committed locks say why torch is missing in lock.py's own words, for the versions the images install."""
-    args = arg_defaults(ROOT / "docker" / dockerfile)
-    builds = {"torch": args["TORCH_VERSION"]}
-    if variant == "eval":
-        builds["torchvision"] = args["TORCHVISION_VERSION"]
-    _, why = LOCK_TOOL.leave_torch_to_its_index(builds, f"docker/{dockerfile}")
+@pytest.mark.parametrize("variant", ["cuda", "eval"])
+def test_lock_headers_are_what_lock_tool_writes(variant):
     source = "vlmevalkit-requirements.in and requirements-eval.txt" if variant == "eval" \
         else "pyproject.toml and requirements-cuda.in"
-    expected = LOCK_TOOL.HEADER.format(source=source, variant=variant) + why
+    expected = LOCK_TOOL.HEADER.format(source=source, variant=variant) + \
+        LOCK_TOOL.HASHED_HEADER.format(build="cu130", indexes="https://pypi.org/simple")
     text = (ROOT / "docker" / f"requirements-{variant}.lock").read_text()
     assert text.startswith(expected), f"requirements-{variant}.lock: header is stale (run docker/lock.py {variant})"
 
 
-# pip as a recorder: each call is logged, and so is the content of the torch pins the eval step writes
-_PIP_RECORDER = """#!/bin/sh
-echo "pip $*" >> "$PIP_LOG"
-for arg in "$@"; do case "$arg" in *torch-pins.txt) sed 's/^/  /' "$arg" >> "$PIP_LOG" ;; esac; done
+# pip, python and nvcc as recorders: each call is logged with the DeepSpeed build switches it ran under
+_RECORDER = """#!/bin/sh
+line="$(basename "$0") $*"
+[ -n "$DS_BUILD_FUSED_ADAM" ] && line="$line DS_BUILD_FUSED_ADAM=$DS_BUILD_FUSED_ADAM"
+[ -n "$DS_BUILD_CPU_ADAM" ] && line="$line DS_BUILD_CPU_ADAM=$DS_BUILD_CPU_ADAM"
+echo "$line" >> "$PIP_LOG"
+case "$*" in *sysconfig*) echo "$SITE" ;; esac
 """
 
 
-def _install_step(variant: str, tmp_path: Path, torch_cuda: str = "12.8", dockerfile: str = "Dockerfile",
-                  **args: str) -> tuple[int, str, list[str]]:
-    """Run a Dockerfile's package RUN through bash with pip and python as recorders.
+def stage_env(variant: str) -> dict[str, str]:
+    """The ENV of docker/Dockerfile's toolchain-<variant> stage."""
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    stage = re.search(rf"FROM os AS toolchain-{variant}\nENV (.*?)(?:\n\n|\n#)", text, re.S)[1]
+    return dict((k, v.strip('"')) for k, v in re.findall(r'(\w+)=("[^"]*"|\S+)', stage))
 
-    The PyTorch index is not reachable here, so the pip calls are recorded, not made; what this proves
-    is the order, the indexes and the conditions the step's shell logic gives each variant.
+
+def _install_step(variant: str, tmp_path: Path, dockerfile: str = "Dockerfile", **args: str) -> tuple[int, str, list[str]]:
+    """Run a Dockerfile's package RUN through bash with pip, python and nvcc as recorders.
+
+    What this proves is the order, the hash mode and the conditions the step's shell logic gives each
+    variant; the real installs run in the docker step's build (tests/test_containers_gpu_image.py).
     """
-    copied = ["requirements-eval.lock", "requirements-eval.txt"] if dockerfile == "eval.Dockerfile" \
-        else ["requirements.lock"]
-    marker = copied[0]
+    marker = "requirements-eval.lock" if dockerfile == "eval.Dockerfile" else "/tmp/build/"
     runs = [i["value"] for i in DockerfileParser(str(ROOT / "docker" / dockerfile)).structure
             if i["instruction"] == "RUN" and marker in i["value"]]
-    script = runs[0].split(" ", 1)[1].replace("/tmp/", f"{tmp_path}/")  # past --mount=type=secret
+    # each RUN in its own shell, in order, as the build runs them (past --mount=type=secret)
+    scripts = [run.split(" ", 1)[1].replace("/tmp/", f"{tmp_path}/") for run in runs]
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "pip").write_text(_PIP_RECORDER)
-    (bin_dir / "python").write_text('#!/bin/sh\necho "$TORCH_CUDA"\n')  # what torch.version.cuda prints
-    for tool in bin_dir.iterdir():
-        tool.chmod(0o755)
-    for name in copied:
-        (tmp_path / name).write_text("deepspeed==0.19.8\nnumpy==2.4.6\n")
-    if dockerfile == "eval.Dockerfile":  # the real pin file: the step reads the artifact's name from it
-        (tmp_path / "vlmevalkit.txt").write_text((ROOT / "docker" / "vlmevalkit.txt").read_text())
-    env = {**arg_defaults(ROOT / "docker" / dockerfile), **args, "VARIANT": variant, "TORCH_CUDA": torch_cuda,
-           "CUDA_VERSION": "12.8.1", "PIP_LOG": str(tmp_path / "pip.log"), "PATH": f"{bin_dir}:/usr/bin:/bin"}
-    done = subprocess.run(["bash", "-o", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    for tool in ("pip", "python"):
+        (bin_dir / tool).write_text(_RECORDER)
+        (bin_dir / tool).chmod(0o755)
+    site = tmp_path / "site"
+    (site / "nvidia" / "cu13" / "bin").mkdir(parents=True)
+    (site / "nvidia" / "cu13" / "lib").mkdir()
+    (site / "nvidia" / "cu13" / "lib" / "libcudart.so.13").write_text("")
+    (site / "nvidia" / "cu13" / "bin" / "nvcc").write_text(_RECORDER)
+    (site / "nvidia" / "cu13" / "bin" / "nvcc").chmod(0o755)
+    build = tmp_path / "build"
+    build.mkdir()
+    (tmp_path / "vlmevalkit.txt").write_text((ROOT / "docker" / "vlmevalkit.txt").read_text())
+    for name in ("requirements-eval.lock", f"requirements-{variant}.lock"):
+        (tmp_path / name).write_text("numpy==2.4.6 --hash=sha256:00\n")
+        (build / name).write_text("deepspeed==0.19.8 --hash=sha256:11\nnumpy==2.4.6 --hash=sha256:00\n")
+    env = {**arg_defaults(ROOT / "docker" / dockerfile), **(stage_env(variant) if dockerfile == "Dockerfile" else {}),
+           **args, "VARIANT": variant, "SITE": str(site), "PIP_LOG": str(tmp_path / "pip.log"),
+           "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    if env.get("CUDA_HOME"):
+        env["CUDA_HOME"] = str(tmp_path / "cuda")
+    for script in scripts:
+        done = subprocess.run(["bash", "-o", "pipefail", "-c", script], env=env, capture_output=True, text=True,
+                              timeout=30)
+        if done.returncode:
+            break
     log = tmp_path / "pip.log"
     return done.returncode, done.stderr, log.read_text().splitlines() if log.exists() else []
 
 
-def test_cuda_install_step_takes_torch_from_the_cuda_index_before_the_lock(tmp_path):
+def test_cuda_install_step_hash_checks_everything_then_builds_the_ops_with_the_pypi_compiler(tmp_path):
     rc, err, calls = _install_step("cuda", tmp_path)
     assert rc == 0, err
-    torch_pin = pyproject_pins()["torch"]
-    assert calls == [f"pip install --index-url https://download.pytorch.org/whl/cu128 torch=={torch_pin}",
-                     f"pip install -r {tmp_path}/without-deepspeed.lock",
-                     f"pip install --no-deps --no-build-isolation --use-pep517 -r {tmp_path}/deepspeed.lock"]
-    assert not list(tmp_path.glob("*.lock"))  # cleaned up
+    build = tmp_path / "build"
+    assert calls[0] == f"pip install --require-hashes -r {build}/without-deepspeed.lock"
+    assert calls[1].startswith("python -c import sysconfig")
+    assert calls[2] == "nvcc --version"  # CUDA_HOME assembled from the wheels' nvidia/cu13 tree
+    assert calls[3:] == [f"pip install --require-hashes --no-deps --no-build-isolation --use-pep517 -r "
+                         f"{build}/deepspeed.lock DS_BUILD_FUSED_ADAM=1 DS_BUILD_CPU_ADAM=1",
+                         f"python {build}/portable_cpu_adam.py DS_BUILD_FUSED_ADAM=1"]
+    cuda_home = tmp_path / "cuda"
+    assert (cuda_home / "bin" / "nvcc").is_symlink() and (cuda_home / "lib64").resolve() == (cuda_home / "lib").resolve()
+    assert os.readlink(cuda_home / "lib" / "libcudart.so") == "libcudart.so.13"
+    assert not build.exists()  # cleaned up
 
 
-def test_cuda_install_step_refuses_a_torch_for_another_cuda_major(tmp_path):
-    rc, err, calls = _install_step("cuda", tmp_path, torch_cuda="13.0",
-                                   TORCH_CUDA_INDEX="https://download.pytorch.org/whl/cu130")
-    assert rc != 0
-    assert "built for CUDA 13.0, the base's nvcc is 12.8.1" in err
-    assert len(calls) == 1  # nothing after torch, DeepSpeed's op build least of all
+def test_legacy_install_step_builds_cpu_adam_only(tmp_path):
+    rc, err, calls = _install_step("cuda126", tmp_path)
+    assert rc == 0, err
+    build = tmp_path / "build"
+    assert calls == [f"pip install --require-hashes -r {build}/without-deepspeed.lock",
+                     f"pip install --require-hashes --no-deps --no-build-isolation --use-pep517 -r "
+                     f"{build}/deepspeed.lock DS_BUILD_CPU_ADAM=1",
+                     f"python {build}/portable_cpu_adam.py"]
 
 
-def test_eval_install_step_takes_the_torch_pair_from_the_cuda_index_and_holds_it(tmp_path):
+def test_eval_install_step_hash_checks_the_lock_then_the_vlmevalkit_artifact(tmp_path):
     rc, err, calls = _install_step("cuda", tmp_path, dockerfile="eval.Dockerfile")
     assert rc == 0, err
-    torch_pin = pyproject_pins()["torch"]
-    torchvision = read_pins(ROOT / "docker" / "requirements-eval.txt")["torchvision"]
-    assert calls == [
-        f"pip install --index-url https://download.pytorch.org/whl/cu128 torch=={torch_pin} torchvision=={torchvision}",
-        # the pinned VLMEvalKit artifact alone, its sha256 checked, then its requirements under the lock
-        f"pip install --no-deps --require-hashes -r {tmp_path}/vlmevalkit.txt",
-        f"pip install ms-vlmeval==0.0.20 -r {tmp_path}/requirements-eval.txt"
-        f" -c {tmp_path}/requirements-eval.lock -c {tmp_path}/torch-pins.txt",
-        # VLMEvalKit's unpinned `torch`/`torchvision` cannot move: both are held at what was just installed
-        f"  torch=={torch_pin}",
-        f"  torchvision=={torchvision}",
-    ]
-    assert not list(tmp_path.glob("*.lock")) and not list(tmp_path.glob("*.txt"))  # cleaned up
-
-
-def test_eval_install_step_refuses_a_torch_for_another_cuda_major(tmp_path):
-    rc, err, calls = _install_step("cuda", tmp_path, torch_cuda="13.0", dockerfile="eval.Dockerfile",
-                                   TORCH_CUDA_INDEX="https://download.pytorch.org/whl/cu130")
-    assert rc != 0
-    assert "built for CUDA 13.0, the base's CUDA is 12.8.1" in err
-    assert len(calls) == 1  # VLMEvalKit's requirements are never installed on top of it
+    assert calls == [f"pip install --require-hashes -r {tmp_path}/requirements-eval.lock",
+                     f"pip install --no-deps --require-hashes -r {tmp_path}/vlmevalkit.txt"]
 
 
 def test_flash_attn_wheel_is_installed_only_when_given(tmp_path):
     wheel = "https://example.invalid/flash_attn-2.8.3-cp311-cp311-linux_x86_64.whl"
     rc, err, calls = _install_step("cuda", tmp_path, FLASH_ATTN_WHEEL=wheel)
     assert rc == 0, err
-    assert calls[-1] == f"pip install --no-deps -r {tmp_path}/flash-attn.lock"
+    assert calls[-1] == f"pip install --no-deps -r {tmp_path}/build/flash-attn.lock DS_BUILD_FUSED_ADAM=1"
     text = (ROOT / "docker" / "Dockerfile").read_text()
-    assert 'if [ "$VARIANT" = cuda ] && [ -n "$FLASH_ATTN_WHEEL" ]; then python -c "import flash_attn' in text
+    assert 'if [ "$VARIANT" != cpu ] && [ -n "$FLASH_ATTN_WHEEL" ]; then python -c "import flash_attn' in text
 
 
 @pytest.mark.parametrize(("torch_index", "expected"), [
@@ -312,16 +317,17 @@ def test_flash_attn_wheel_is_installed_only_when_given(tmp_path):
 def test_cpu_install_step_is_unchanged(tmp_path, torch_index, expected):
     rc, err, calls = _install_step("cpu", tmp_path, TORCH_INDEX_URL=torch_index)
     assert rc == 0, err
-    assert calls == [expected.format(tmp_path),
-                     f"pip install --no-deps --no-build-isolation --use-pep517 -r {tmp_path}/deepspeed.lock"]
+    assert calls == [expected.format(tmp_path / "build"),
+                     f"pip install --no-deps --no-build-isolation --use-pep517 -r {tmp_path}/build/deepspeed.lock"]
 
 
 def test_build_checks_that_the_stack_imports():
     checks = [i["value"] for i in DockerfileParser(str(ROOT / "docker" / "Dockerfile")).structure
               if i["instruction"] == "RUN" and "llava.cli" in i["value"]]
     assert len(checks) == 1
-    for needed in ("torch.__version__", "torch.version.cuda", "from torch.nn.attention.varlen import varlen_attn",
-                   "import transformers, deepspeed, llava.cli"):
+    for needed in ("torch.__version__", "torch.version.cuda", "compiled_archs()",
+                   "from torch.nn.attention.varlen import varlen_attn", "import transformers, deepspeed, llava.cli",
+                   "import liger_kernel.transformers, triton", "python -m llava.containers.deepspeed_ops"):
         assert needed in checks[0]
     # .ci/docker-engine.sh greps this line from the build log
     assert "print('transformers', transformers.__version__, 'deepspeed', deepspeed.__version__)" in checks[0]
@@ -336,21 +342,18 @@ def test_eval_build_checks_that_the_stack_imports():
     assert "import vlmeval, vlmeval.dataset, rouge_score, llava.cli" in checks[0]
 
 
-def test_both_gpu_images_install_pyprojects_torch_from_one_index():
-    """One torch for training and eval: pyproject's pin, from the same PyTorch CUDA index, in both images."""
-    train = arg_defaults(ROOT / "docker" / "Dockerfile")
-    evaluation = arg_defaults(ROOT / "docker" / "eval.Dockerfile")
-    torch_pin = pyproject_pins()["torch"]
-    assert train["TORCH_VERSION"] == evaluation["TORCH_VERSION"] == torch_pin
-    assert train["TORCH_CUDA_INDEX"] == evaluation["TORCH_CUDA_INDEX"]
-    assert train["CUDA_BASE_IMAGE"] == evaluation["CUDA_BASE_IMAGE"]  # the index's cu128 matches both bases
-    # requirements-eval.txt, which lock.py resolves the eval lock with, names the same pair the image installs
+def test_both_gpu_images_install_the_same_torch_file():
+    """One torch for training and eval: pyproject's pin, the same PyPI file (same sha256) in both locks."""
+    torch_line = {variant: re.search(r"^torch==.*$", (ROOT / "docker" / f"requirements-{variant}.lock").read_text(),
+                                     re.M)[0] for variant in ("cuda", "eval")}
+    assert torch_line["cuda"] == torch_line["eval"]
+    assert torch_line["cuda"].startswith(f"torch=={pyproject_pins()['torch']} --hash=sha256:")
     eval_pins = read_pins(ROOT / "docker" / "requirements-eval.txt")
-    assert eval_pins["torch"] == torch_pin
-    assert eval_pins["torchvision"] == evaluation["TORCHVISION_VERSION"]
-    # a matching pair: torch 2.N.p <-> torchvision 0.(N+15).p (torchvision 0.28.0 requires torch==2.13.0)
-    major, minor, patch = (int(part) for part in torch_pin.split("."))
-    assert evaluation["TORCHVISION_VERSION"] == f"0.{minor + 15}.{patch}" and major == 2
+    assert eval_pins["torch"] == pyproject_pins()["torch"]
+    # the paired torchvision (llava/resources/torch_cuda.yaml: 0.28.0 for 2.13.0), in the .txt and the lock
+    paired = yaml.safe_load((ROOT / "llava" / "resources" / "torch_cuda.yaml").read_text())["torch"]
+    assert eval_pins["torchvision"] == paired[eval_pins["torch"]]["torchvision"]
+    assert read_pins(ROOT / "docker" / "requirements-eval.lock")["torchvision"] == eval_pins["torchvision"]
 
 
 def test_eval_image_pins():
@@ -359,14 +362,12 @@ def test_eval_image_pins():
     for name, version in pyproject_pins().items():
         if name in eval_pins:
             assert eval_pins[name] == version, name
-    # the constraints lock is VLMEvalKit's resolved set and keeps every steering pin but the torch pair
+    # the lock is VLMEvalKit's resolved set and keeps every steering pin; the stale gradio/litellm are gone
     lock = read_pins(ROOT / "docker" / "requirements-eval.lock")
     assert len(lock) > 150
     for name, version in eval_pins.items():
-        if name not in ("torch", "torchvision"):
-            assert lock[name] == version, name
-    owned = sorted(name for name in lock if TORCH_OWNED.fullmatch(name))
-    assert owned == [], f"requirements-eval.lock pins {owned}: they come with torch from the PyTorch index"
+        assert lock[name] == version, name
+    assert "gradio" not in lock and "litellm" not in lock
     assert "torchmetrics" in lock and "timm" in lock  # torch-based packages VLMEvalKit asks for stay pinned
     parsed = DockerfileParser(str(ROOT / "docker" / "eval.Dockerfile"))
     assert "VLMEVALKIT_COMMIT" not in parsed.args  # the pin is docker/vlmevalkit.txt (test_eval_vlmevalkit_real)
@@ -401,7 +402,7 @@ def test_every_copied_path_exists(dockerfile):
         if instruction["instruction"] == "COPY":
             for source in instruction["value"].split()[:-1]:
                 if not source.startswith("--") and "*" not in source:
-                    for variant in ("cpu", "cuda"):
+                    for variant in ("cpu", "cuda"):  # cuda126's lock is written by lock.py where its index is reachable
                         path = source.replace("${VARIANT}", variant)
                         assert (ROOT / path).exists(), f"{dockerfile.name}: COPY {path}"
 
@@ -427,14 +428,13 @@ def test_refresh_sync_only_copies_digests_into_dockerfiles(tmp_path):
     root = _copy_docker_dir(tmp_path)
     env_file = root / "docker" / "digests.env"
     new = "debian:bookworm-slim@sha256:" + "a" * 64
-    env_file.write_text(re.sub(r"^CPU_BASE_IMAGE=.*$", f"CPU_BASE_IMAGE={new}", env_file.read_text(), flags=re.M))
+    env_file.write_text(re.sub(r"^BASE_IMAGE=.*$", f"BASE_IMAGE={new}", env_file.read_text(), flags=re.M))
     done = subprocess.run([sys.executable, str(REFRESH), "--root", str(root), "--sync-only"],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
-    assert "updated docker/Dockerfile" in done.stdout
-    assert arg_defaults(root / "docker" / "Dockerfile")["CPU_BASE_IMAGE"] == new
-    # eval.Dockerfile has no CPU base: untouched
-    assert (root / "docker" / "eval.Dockerfile").read_text() == (ROOT / "docker" / "eval.Dockerfile").read_text()
+    assert "updated docker/Dockerfile" in done.stdout and "updated docker/eval.Dockerfile" in done.stdout
+    for name in ("Dockerfile", "eval.Dockerfile"):  # one base for both images
+        assert arg_defaults(root / "docker" / name)["BASE_IMAGE"] == new
 
 
 class _FakeRegistry(http.server.BaseHTTPRequestHandler):
@@ -484,27 +484,22 @@ def registry():
 
 def test_refresh_resolves_tags_through_a_registry(tmp_path, registry):
     root = _copy_docker_dir(tmp_path)
-    old = digests_env()
-    cuda_new = "sha256:" + "b" * 64
+    debian_new = "sha256:" + "b" * 64
     _FakeRegistry.seen = []
-    _FakeRegistry.digests = {
-        "/v2/nvidia/cuda/manifests/12.8.1-cudnn-devel-ubuntu22.04": cuda_new,
-        "/v2/library/debian/manifests/bookworm-slim": old["CPU_BASE_IMAGE"].split("@")[1],
-    }
+    _FakeRegistry.digests = {"/v2/library/debian/manifests/bookworm-slim": debian_new}
     url = f"http://127.0.0.1:{registry.server_address[1]}"
     base = [sys.executable, str(REFRESH), "--root", str(root), "--registry", url]
 
     check = subprocess.run(base + ["--check"], capture_output=True, text=True, timeout=30)
-    assert check.returncode == 1, check.stderr  # the CUDA tag moved
-    assert "CPU_BASE_IMAGE: debian:bookworm-slim up to date" in check.stdout
+    assert check.returncode == 1, check.stderr  # the tag moved
     assert (root / "docker" / "digests.env").read_text() == (ROOT / "docker" / "digests.env").read_text()
 
     done = subprocess.run(base, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
-    expected = f"nvidia/cuda:12.8.1-cudnn-devel-ubuntu22.04@{cuda_new}"
-    assert f"CUDA_BASE_IMAGE={expected}" in (root / "docker" / "digests.env").read_text()
+    expected = f"debian:bookworm-slim@{debian_new}"
+    assert f"BASE_IMAGE={expected}" in (root / "docker" / "digests.env").read_text()
     for name in ("Dockerfile", "eval.Dockerfile"):
-        assert arg_defaults(root / "docker" / name)["CUDA_BASE_IMAGE"] == expected
+        assert arg_defaults(root / "docker" / name)["BASE_IMAGE"] == expected
     # first try unauthenticated, then with the token the challenge led to
     assert _FakeRegistry.seen[0].endswith("auth=None") and _FakeRegistry.seen[1].endswith("auth=Bearer t0k")
 

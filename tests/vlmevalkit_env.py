@@ -30,7 +30,7 @@ ENV_DIR = REPO / "build" / "vlmevalkit-cpu-env"
 # What vlmeval's imports need beyond the kit's environment (found by importing it), installed
 # without their dependencies at the eval lock's versions.
 EXTRA_PACKAGES = (
-    "termcolor", "validators", "sty", "openai", "httpx", "sniffio", "distro", "jiter", "portalocker",
+    "termcolor", "validators", "sty", "openai", "sniffio", "distro", "jiter", "portalocker",
     "datasets", "multiprocess", "dill", "xxhash", "timeout-decorator", "levenshtein", "rapidfuzz",
     "joblib", "cloudpickle", "decord", "jieba", "nltk", "rouge", "six", "math-verify",
     "latex2sympy2-extended", "antlr4-python3-runtime", "pylatexenc", "opencv-python", "imageio", "scipy",
@@ -53,13 +53,12 @@ def locked_versions() -> dict[str, str]:
     for line in EVAL_LOCK.read_text().splitlines():
         if "==" in line and not line.startswith("#"):
             name, version = line.split("==", 1)
-            pins[name.strip().lower()] = version.strip()
+            pins[name.strip().lower()] = version.split()[0]  # the lock's `--hash=sha256:...` stays out
     return pins
 
 
 def extra_requirements() -> list[str]:
     pins = locked_versions()
-    pins.setdefault("torchvision", "0.28.0")  # the lock leaves torch's builds to the index; eval.Dockerfile's pair
     return [f"{name}=={pins[name]}" for name in EXTRA_PACKAGES]
 
 

@@ -1,5 +1,6 @@
-"""`llava-kit doctor`: can this box run a step? Engine, NVIDIA runtime, GPUs vs NUM_GPUS, /dev/shm,
-free disk per volume and GPU peer-to-peer, each finding with its fix.
+"""`llava-kit doctor`: can this box run a step? Engine, NVIDIA runtime, GPUs vs NUM_GPUS, which GPU image
+variant the driver and GPUs take, /dev/shm, free disk per volume and GPU peer-to-peer, each finding with
+its fix.
 
 Runs on the Docker host before `docker compose run STEP` (engine checks on), inside a container or on
 a bare host such as AutoDL (engine checks off: detected, or `--no-engine`).
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from llava.containers import engine, gpu, host
+from llava.containers.cuda_variant import variant_finding
 from llava.containers.findings import DoctorReport, Finding, Runtime
 from llava.errors import KitError
 from llava.paths import VolumeLayout
@@ -85,6 +87,10 @@ def run_doctor(stage: str, *, check_engine: bool | None = None, needs_file: str 
 
     names, source = gpu.gpu_names()
     report.findings.append(gpu.gpu_count_finding(names, source, wanted, needs_gpu, runtime))
+    if needs_gpu and source == "nvidia-smi" and names:  # driver and archs decide which GPU image runs here
+        host_gpus = gpu.host_gpus()
+        if host_gpus:
+            report.findings.append(variant_finding(host_gpus, runtime, env))
     if needs_gpu and wanted > 1 and len(names) > 1:  # peer-to-peer only matters between two GPUs or more
         report.findings.append(gpu.p2p_finding(names, wanted, gpu.p2p_matrix(),
                                                env.get("NCCL_P2P_DISABLE") == "1", runtime))

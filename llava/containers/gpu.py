@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from llava.containers.cuda_variant import QUERY, QUERY_WITHOUT_ARCH, HostGpu, parse_gpu_query
 from llava.containers.findings import Finding
 
 # GeForce cards whose driver reports P2P as available although NCCL's P2P transport hangs or
@@ -43,6 +44,14 @@ def gpu_names() -> tuple[list[str], str]:
     if not torch.cuda.is_available():
         return [], "torch"
     return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())], "torch"
+
+
+def host_gpus() -> list[HostGpu]:
+    """Name, driver version and compute capability of every GPU nvidia-smi sees ([] without nvidia-smi)."""
+    out = _nvidia_smi(*QUERY)
+    if out is None:  # drivers before R510 do not know the compute_cap field
+        out = _nvidia_smi(*QUERY_WITHOUT_ARCH)
+    return parse_gpu_query(out or "")
 
 
 def parse_p2p_matrix(text: str) -> dict[tuple[int, int], str]:

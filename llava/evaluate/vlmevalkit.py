@@ -20,6 +20,7 @@ from pathlib import Path
 from llava.durable import write_text
 from llava.errors import KitError
 from llava.evaluate.suite import Suite, VlmEvalKitSpec
+from llava.torch_builds import torchvision_install
 
 LOG_TAIL_LINES = 30
 LAUNCHER = "llava.evaluate.vlmevalkit_main"
@@ -79,10 +80,11 @@ def check_runtime(runtime: Runtime, spec: VlmEvalKitSpec, python: str) -> None:
         raise KitError(f"{python} has {name} {runtime.package}, the suite pins {spec.package} "
                        f"(vlmevalkit.package): install the pinned one from {PIN_FILE}")
     if not runtime.torchvision:
+        install = torchvision_install(str(runtime.torch))
+        how = f"`{install}`" if install else "the torchvision release paired with it (pytorch/vision's README table)"
         raise KitError(
             f"{python} has no torchvision: VLMEvalKit's datasets import it and AutoProcessor needs it for "
-            f"LlavaOnevisionProcessor's video slot. Install the build paired with torch {runtime.torch}, e.g. "
-            "`pip install torchvision==0.28.0 --index-url https://download.pytorch.org/whl/cu128` for torch 2.13.0")
+            f"LlavaOnevisionProcessor's video slot. Install the build paired with torch {runtime.torch}: {how}")
     if not runtime.cuda:
         raise KitError(
             f"no CUDA device for {python}: VLMEvalKit's {spec.model_class} loads the model in float16 and moves "
