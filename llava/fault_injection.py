@@ -8,8 +8,9 @@ a log watcher against a 20 ms training step. Inert unless one of these variables
   staging folder, not yet renamed) or "unmarked" (renamed into place, completion marker not yet written).
 - LLAVA_KIT_TEST_KILL_IN_WRITE=STEP: die at STEP of a durable write (`llava.durable.FILE_STEPS`,
   `FOLDER_STEPS`), e.g. "folder.aside": the old folder moved aside, the new one not yet in place.
-- LLAVA_KIT_TEST_STALL_AT_STEP=N:R: rank R stops making progress inside optimizer step N (sleeps in
-  `stall_in_step` until killed), as a rank stuck on a bad file or a lost peer would.
+- LLAVA_KIT_TEST_STALL_AT_STEP=N:R[:S]: rank R stops making progress inside optimizer step N (sleeps in
+  `stall_in_step` until killed, or for S seconds), as a rank stuck on a bad file or a lost peer would;
+  a finite pause lets a test change the world mid-run (fill the disk after preflight passed).
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ def kill_in_write(step: str) -> None:
 
 def stall_in_step(step: int) -> None:
     wanted = os.environ.get(STALL_AT_STEP)
-    if wanted and wanted == f"{step}:{os.environ.get('RANK', '0')}":
-        while True:
-            time.sleep(1)
+    if not wanted:
+        return
+    parts = wanted.split(":")
+    if parts[:2] != [str(step), os.environ.get("RANK", "0")]:
+        return
+    until = time.monotonic() + float(parts[2]) if len(parts) > 2 else float("inf")
+    while time.monotonic() < until:
+        time.sleep(min(1.0, max(0.0, until - time.monotonic())))

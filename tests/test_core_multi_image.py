@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import smoke_recipe
+from llava.data.dataset import load_records
 
 PAIR = {"id": "pair", "image": ["a.png", "b.png"], "conversations": [
     {"from": "human", "value": "<image>\n<image>\nWhich picture is wider?"}, {"from": "gpt", "value": "The first."}]}
@@ -82,7 +83,8 @@ def test_verify_keeps_and_training_takes_multi_image_samples(stage1_run, tmp_pat
                           "training.group_by_modality_length=false", "data.require_manifest=false",
                           f"output={tmp_path}/out")
     built = build_model(recipe, layout)
-    inputs = type("Inputs", (), {"data_file": data / "data.json", "image_folder": data / "images"})
+    inputs = type("Inputs", (), {"data_file": data / "data.json", "image_folder": data / "images",
+                                 "records": load_records(data / "data.json")})
     dataset, collator = build_dataset(recipe, built, inputs, tmp_path / "run")
     item = dataset[0]
     assert [row["pixel_values"].shape[0] for row in item["images"]] == [1, 1]  # one padded tile each

@@ -135,7 +135,7 @@ def test_train_refuses_a_run_folder_it_did_not_write(tmp_path, monkeypatch, caps
 
 
 def test_a_run_folder_holding_only_an_earlier_eval_is_the_kits(tmp_path):
-    from llava.train.run import claim_run_folder
+    from llava.train.run_folder import claim_run_folder
 
     run_dir = tmp_path / "runs" / "stage2"
     claim_folder(run_dir / "eval", "eval")  # `eval checkpoints/stage2` writes runs/stage2/eval by default

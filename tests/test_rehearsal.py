@@ -198,7 +198,8 @@ class Rehearsal:
 def rehearsal(request):
     from archive_server import ArchiveServer
     from fake_hub import FakeHub
-    from llava.synthetic.world import WorldSize, build_world, held_out_tsv
+    from llava.synthetic.instruct_llm import copy_instruct_llm
+    from llava.synthetic.world import LLM_DIR, WorldSize, build_world, held_out_tsv
 
     if not (os.environ.get("DOCKER_HOST") and os.environ.get("LLAVA_KIT_CPU_IMAGE")):
         pytest.fail("LLAVA_KIT_DOCKER_TESTS=1 but no engine: run this through `.ci/docker-engine.sh --exec`, "
@@ -206,6 +207,9 @@ def rehearsal(request):
     base = Path(tempfile.mkdtemp(prefix="llava-kit-rehearsal-", dir="/tmp"))
     world = build_world(base / "world", seed=0, size=WorldSize(stage1=SIZES["stage1"], stage1_5=24, stage2=56,
                                                                test_questions=8, text_only_fraction=0.2))
+    # the shipped tiny instruct LLM as the Hub's Qwen stand-in: it answers in words, which publish's
+    # load-and-generate check requires (a random tiny LLM answers only newlines, an empty answer)
+    copy_instruct_llm(world / "models" / LLM_DIR)
     data = base / "data"
     for folder in ("models", "datasets", "checkpoints", "runs", "hf-cache", "LMUData"):
         (data / folder).mkdir(parents=True)  # all empty: a fresh box

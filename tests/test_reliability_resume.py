@@ -124,18 +124,28 @@ def test_full_disk_during_a_save_keeps_the_previous_checkpoint(reference, tiny_w
     runs = tmp_path / "small-disk"
     runs.mkdir()
     size = sum(latest_checkpoint(trainer_dir(tiny_world, "rel-ref")).marker["files"].values())
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size * 3 // 2 // 1024}k", "tmpfs", str(runs)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(runs)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs to fill up (needs root/CAP_SYS_ADMIN): {mounted.stderr.strip()}")
     try:
-        full = run_train(tiny_world, "stage2", "rel-full", OVERRIDES, LLAVA_KIT_RUNS=str(runs))
-        assert full.returncode == 2, full.stderr[-3000:]
+        # preflight sizes the disk for every checkpoint kept, so the disk fills after it passed, as when
+        # another job writes to it: the run pauses in step EVERY + 1 while the test fills the disk
+        running = start_train(tiny_world, "stage2", "rel-full", OVERRIDES, output=tmp_path / "full.log",
+                              LLAVA_KIT_RUNS=str(runs), LLAVA_KIT_TEST_STALL_AT_STEP=f"{EVERY + 1}:0:20")
         first, second = trainer_dir(tiny_world, "rel-full", runs) / f"checkpoint-{EVERY}", f"checkpoint-{2 * EVERY}"
-        assert f"could not save resumable state {second}" in full.stderr and "MiB free on that disk" in full.stderr
-        assert f"previous complete checkpoint {first} (step {EVERY}) is intact" in full.stderr
+        wait_for(lambda: (first / "COMPLETE.json").is_file(), running, what=f"{first}/COMPLETE.json")
+        filler = runs / "filler.bin"
+        free = os.statvfs(runs).f_bavail * os.statvfs(runs).f_frsize
+        with open(filler, "wb") as sink:
+            sink.write(b"\0" * max(0, free - size // 2))
+        running.wait(timeout=TRAIN_LIMIT_S)
+        stderr = (tmp_path / "full.log").read_text()
+        assert running.returncode == 2, stderr[-3000:]
+        assert f"could not save resumable state {second}" in stderr and "MiB free on that disk" in stderr
+        assert f"previous complete checkpoint {first} (step {EVERY}) is intact" in stderr
         assert latest_checkpoint(first.parent).path == first
-        subprocess.run(["mount", "-o", "remount,size=64m", str(runs)], check=True)
+        filler.unlink()
         again = run_train(tiny_world, "stage2", "rel-full", OVERRIDES, LLAVA_KIT_RUNS=str(runs))
         assert again.returncode == 0, again.stderr[-3000:]
         assert resumed_step(tiny_world, "rel-full", runs) == EVERY

@@ -29,8 +29,10 @@ def _tiny_smoke(out: Path) -> dict:
     from llava.pipeline import run_smoke
     from llava.synthetic.world import WorldSize
 
-    size = WorldSize(stage1=40, stage1_5=16, stage2=32, test_questions=6)
-    return run_smoke(out, world_size=size, fixed_options=True, overrides=("training.logging_steps=1",))
+    # the shipped tiny instruct LLM (shuffled options): it answers in words, which publish's
+    # load-and-generate check requires; 6 questions in 4 rotated passes are 24 answers
+    size = WorldSize(stage1=40, stage1_5=16, stage2=32, test_questions=6, shuffle_options=True, stage1_5_drills=8)
+    return run_smoke(out, world_size=size, overrides=("training.logging_steps=1",))
 
 
 def _fresh_home(patch: pytest.MonkeyPatch, home: Path) -> None:
@@ -86,7 +88,7 @@ def test_reproduction_from_the_hub_is_bit_identical(published, reproduced):
         mine, theirs = _history(out / "checkpoints" / stage), _history(published["smoke"] / "checkpoints" / stage)
         assert len(mine) >= 2 and mine == theirs, stage  # every per-step loss, bit for bit
     assert [row["delta"] for row in report["eval"]["rows"]] == [0.0] * len(report["eval"]["rows"])
-    assert report["eval"]["answers_same"] == report["eval"]["answers_total"] == 6  # every raw answer too
+    assert report["eval"]["answers_same"] == report["eval"]["answers_total"] == 24  # every raw answer too
     ours = json.loads((out / "eval" / "results.json").read_text())["rows"]
     theirs = json.loads((published["smoke"] / "eval" / "results.json").read_text())["rows"]
     assert [(r["name"], r["value"]) for r in ours] == [(r["name"], r["value"]) for r in theirs]
@@ -105,7 +107,7 @@ def test_report_markdown_and_chart(reproduced):
     assert f"{REPO_ID} at commit" in text and "bit for bit" in text
     for stage in STAGES:
         assert f"| {stage} | " in text and "| none |" in text
-    assert "| Overall | " in text and "+0.00" in text and "Answers identical to the published ones: 6 of 6." in text
+    assert "| Overall | " in text and "+0.00" in text and "Answers identical to the published ones: 24 of 24." in text
     with Image.open(out / "loss.png") as chart:
         colours = {colour for _, colour in chart.convert("RGB").getcolors(1 << 20)}
         assert chart.size[0] > 3 * chart.size[1]  # one panel per stage, side by side
@@ -174,7 +176,8 @@ def test_tiny_smoke_card_says_what_it_is(published):
     assert card.data.base_model is None and card.data.to_dict().get("base_model_relation") is None
     assert card.text.lstrip().startswith("# tiny-smoke\n\nA tiny test model built by llava-kit on its synthetic "
                                          "shapes world (world seed 0)")
-    assert "tiny-qwen2 (random init (tiny))" in card.text and "not trained from any Hub model" in card.text
+    assert "tiny-qwen2 (shipped tiny instruct stand-in (synthetic/instruct_llm.py))" in card.text
+    assert "not trained from any Hub model" in card.text
     for claim in ("Qwen2.5-0.5B", "SigLIP", "siglip-so400m", "re-runs the recipe", "llavanext-scaled"):
         assert claim not in card.text, claim
     assert f"llava-kit reproduce {REPO_ID}" in card.text

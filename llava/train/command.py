@@ -154,7 +154,11 @@ def run(args) -> int:
             print(json.dumps({"torchrun": command}))
             return 0
         from llava.paths import VolumeLayout
-        return supervise(command, VolumeLayout.from_env(args.home).runs / recipe.name)
+        from llava.train.run_folder import claim_run_folder
+
+        # claimed here, before any rank writes a log there: a refusal is one message from one process
+        run_dir = claim_run_folder(VolumeLayout.from_env(args.home).runs / recipe.name)
+        return supervise(command, run_dir)
     if args.print_launch:
         print(json.dumps({"torchrun": None}))  # one process: trains in this one, no torchrun
         return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,6 @@ from llava.manifest import read_manifest, sha256_file, write_manifest
 from llava.model.build import BuiltModel, build_model
 from llava.model.checkpoint import save_checkpoint, write_support_files
 from llava.model.tunable import TunableParts
-from llava.owned import MARKER_NAME, adopt_older_output, claim_folder, mark_owned, owned_kind
 from llava.paths import VolumeLayout
 from llava.recipe import Recipe
 from llava.train.deepspeed_profiles import load_deepspeed_config
@@ -36,6 +34,7 @@ from llava.train.checkpointing import Checkpoint, ResumableCheckpoints, latest_c
 from llava.train.events import EventLog
 from llava.train.forward import forward_options
 from llava.train.resize import grad_accum_for
+from llava.train.run_folder import claim_run_folder
 from llava.train.universal_resume import convert_to_universal, converted_folder, saved_tag
 from llava.train.signals import StopRequests, TrainingStopped
 from llava.train.step_control import AlreadyFinished, StepControl, StopAtMaxSteps, agree_on_stop
@@ -43,7 +42,6 @@ from llava.train.trainer import LlavaTrainer
 from llava.train.watchdog import StepWatchdog, step_samples
 
 log = logging.getLogger(__name__)
-RUN_KIND = "run"  # the llava.owned kind of runs/<name>
 
 
 @dataclass
@@ -213,20 +211,6 @@ def _stopped_message(recipe: Recipe, stop: StopRequests, store: ResumableCheckpo
     saved = f"resumable state is in {store.latest.path}" if store.latest else "no resumable state exists yet"
     return (f"{recipe.name} stopped by {stop.signal_name or 'a stop request'} after step {step}; {saved}. "
             "Run the same command again to resume.")
-
-
-def claim_run_folder(run_dir: Path) -> Path:
-    """runs/<name> holds state the kit deletes and rewrites (unfinished checkpoints, the skip ledger), so it
-    must be the kit's: new, empty, or marked. Also taken: a run folder of an older kit version (it has
-    events.jsonl) and one holding only kit outputs (`eval`'s default runs/<checkpoint>/eval). Only the
-    first process claims it; the others find it claimed."""
-    if os.environ.get("RANK", "0") != "0":
-        return run_dir
-    adopt_older_output(run_dir, RUN_KIND, "events.jsonl")
-    if run_dir.is_dir() and not (run_dir / MARKER_NAME).exists() \
-            and all(entry.is_dir() and owned_kind(entry) for entry in run_dir.iterdir()):
-        mark_owned(run_dir, RUN_KIND)
-    return claim_folder(run_dir, RUN_KIND, what="run folder")
 
 
 def train_stage(recipe: Recipe, layout: VolumeLayout | None = None, run_dir: Path | None = None, *,
