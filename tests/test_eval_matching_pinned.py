@@ -30,7 +30,7 @@ from llava.evaluate.table import acc_csv_text, accuracy_table
 
 from vlmevalkit_env import vlmevalkit_python  # same tests folder
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.extended, pytest.mark.timeout(1800)]  # builds the pinned artifact's venv (minutes cold)
 HARNESS = Path(__file__).resolve().parent / "vlmevalkit_score_run.py"
 CIRCULAR, VANILLA = "Generated_MMBench_Styles", "Generated_Single_Styles"
 WORDS = ("red", "dark red", "blue", "light blue", "green", "a cat", "cat", "two cats", "3", "13", "yes", "no",

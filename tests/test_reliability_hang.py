@@ -83,7 +83,7 @@ def test_the_launcher_reports_a_hang_with_its_own_exit_code(tmp_path):
     assert supervise(failing, tmp_path) == 1  # stack files of an earlier run do not count
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # two processes and a watchdog limit to wait out
 @limit_for(TRAIN_LIMIT_S, TRAIN_LIMIT_S)
 def test_a_stalled_rank_ends_both_ranks_with_stacks_and_the_rerun_resumes(stage1_run, tiny_world, tmp_path):
     name = "hang-ddp"
