@@ -43,7 +43,8 @@ def test_readme_bare_path_block_is_what_the_walk_runs():
 
 
 def test_readme_bare_path_installs_and_trains_the_first_smoke_stage(tmp_path):
-    script = "\n".join(line.replace("/root/autodl-tmp", str(tmp_path)).replace("/tmp/", f"{tmp_path}/")
+    # /tmp/ first: tmp_path itself usually lies under /tmp/
+    script = "\n".join(line.replace("/tmp/", f"{tmp_path}/").replace("/root/autodl-tmp", str(tmp_path))
                        for line in readme_bare_path_lines())
     venv = tmp_path / "venv" / "bin"
     home = tmp_path / "llava-kit-data"  # README's LLAVA_KIT_HOME, moved
