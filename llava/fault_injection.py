@@ -4,6 +4,8 @@ Crash tests then exercise the true failure (no handler runs, nothing is flushed)
 a log watcher against a 20 ms training step. Inert unless one of these variables is set:
 
 - LLAVA_KIT_TEST_KILL_AT_STEP=N: die at the end of optimizer step N (every rank, like a lost box).
+- LLAVA_KIT_TEST_KILL_IN_STEP=N: die inside optimizer step N, after its forward pass and before its
+  backward (a box lost mid-step: the step's work is gone, the last save is what a resume has).
 - LLAVA_KIT_TEST_KILL_IN_SAVE=N:PHASE: die while saving step N, PHASE "staged" (files written to the
   staging folder, not yet renamed) or "unmarked" (renamed into place, completion marker not yet written).
 - LLAVA_KIT_TEST_KILL_IN_WRITE=STEP: die at STEP of a durable write (`llava.durable.FILE_STEPS`,
@@ -20,6 +22,7 @@ import signal
 import time
 
 KILL_AT_STEP = "LLAVA_KIT_TEST_KILL_AT_STEP"
+KILL_IN_STEP = "LLAVA_KIT_TEST_KILL_IN_STEP"
 KILL_IN_SAVE = "LLAVA_KIT_TEST_KILL_IN_SAVE"
 KILL_IN_WRITE = "LLAVA_KIT_TEST_KILL_IN_WRITE"
 STALL_AT_STEP = "LLAVA_KIT_TEST_STALL_AT_STEP"
@@ -31,6 +34,12 @@ def _die() -> None:
 
 def kill_at_step(step: int) -> None:
     wanted = os.environ.get(KILL_AT_STEP)
+    if wanted and int(wanted) == step:
+        _die()
+
+
+def kill_in_step(step: int) -> None:
+    wanted = os.environ.get(KILL_IN_STEP)
     if wanted and int(wanted) == step:
         _die()
 

@@ -5,7 +5,10 @@ seconds, checkpoint sizes on disk).
 Tests (tests/test_real_size.py) use the pieces; run as a script it is the real-size rehearsal a user
 runs on a bigger box (each stage of each profile, figures printed as a table):
 
-    python tests/real_size_world.py WORK [--stages stage1 stage1_5 stage2] [--profiles seed fast]
+    python tests/real_size_world.py WORK [--stages stage1 stage1_5 stage2] [--profiles seed fast] [--layers N]
+
+`--layers N` cuts both models to N transformer layers and keeps every width, the vocabulary and the tied
+embedding (the real-width rehearsal, tests/test_real_width_rehearsal.py, which CI runs with N=2).
 
 Stages 1.5 and 2 train all 0.9B parameters in fp32 with Adam on the host (about 14 GB of weights,
 gradients and moments before activations), and stage 2's 6x6-grid image runs 37 SigLIP tiles: give
@@ -28,6 +31,7 @@ sys.path.insert(0, str(TESTS))
 from fake_hub import FakeHub  # noqa: E402
 from llava.bench.measure import Measured, run_measured  # noqa: E402
 from prepare_samples import write_image  # noqa: E402
+from source_pins import pinned_revision  # noqa: E402
 
 # One sample a stage (batch 1, 2 optimizer steps read it twice): 384x384 is stage 1's square image and
 # a 1x1 grid later; 2304x2304 selects stage 2's 6x6 pinpoint (anyres_max_9 then pools its features).
@@ -41,8 +45,8 @@ def stand_in_hub(stand_ins: dict[str, Path], root: Path):
     from llava.bench.stand_ins import repo_files
 
     with FakeHub(root) as hub:
-        for repo_id, folder in stand_ins.items():
-            hub.add_repo(repo_id).commit(repo_files(folder))
+        for repo_id, folder in stand_ins.items():  # at the commit model_sources.yaml pins, as the real Hub
+            hub.add_repo(repo_id).commit(repo_files(folder), oid=pinned_revision(repo_id))
         yield hub
 
 
@@ -51,9 +55,8 @@ def kit(*args: str) -> list[str]:
 
 
 def cli_env(home: Path, **extra: str) -> dict[str, str]:
-    # DeepSpeed's CPU ops are compiled into a per-checkout cache: the shared default is rebuilt (minutes)
-    # whenever another checkout on the machine builds them with its own include paths
-    env = {"TORCH_EXTENSIONS_DIR": str(TESTS.parent / "build" / "torch-extensions"), **os.environ,
+    # DeepSpeed's CPU ops come from torch's extension cache, shared with every other test of this checkout
+    env = {**os.environ,
            "LLAVA_KIT_HOME": str(home), "HF_HUB_OFFLINE": "0", "TOKENIZERS_PARALLELISM": "false", "NUM_GPUS": "1"}
     for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
@@ -82,6 +85,11 @@ def write_stage_data(home: Path, stage: str) -> Path:
     return folder
 
 
+def depth_overrides(layers: int | None) -> list[str]:
+    """Recipe lines for stand-ins cut to `layers` layers: SigLIP keeps all but its last, as at full depth."""
+    return [] if layers is None else [f"model.vision_layers={layers - 1}"]
+
+
 def stage_overrides(stage: str, steps: int = 2) -> list[str]:
     """The real recipe at batch 1 on one process, a resumable save after every step."""
     return [f"training.max_steps={steps}", "training.per_device_batch=1", "training.grad_accum=1",
@@ -98,6 +106,35 @@ def train(home: Path, stage: str, profile: str, *, steps: int = 2, extra: list[s
     log = home / f"{log_name or f'train-{stage}-{profile}'}.log"
     return run_measured(kit(*args), cli_env(home, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"), **(env or {})),
                         log, timeout)
+
+
+def write_two_row_eval(home: Path) -> tuple[Path, Path]:
+    """A 2-row MMBench-format TSV and its suite, for the builtin eval of a real-size checkpoint."""
+    from PIL import Image
+
+    from llava.evaluate.mmbench_tsv import write_mmbench_tsv
+
+    questions = [{"index": i, "question": "What colour is the shape?", "options": ["red", "green", "blue", "grey"],
+                  "answer": "A", "category": "colour", "l2_category": "attribute",
+                  "image": Image.new("RGB", (384, 384), (200 - 100 * i, 40, 40))} for i in range(2)]
+    tsv = write_mmbench_tsv(questions, home / "eval" / "two.tsv", circular=False)
+    suite = home / "eval" / "two.yaml"
+    suite.write_text("name: two_rows\ndataset: Real_Size_Two_Rows\nsplit: dev\ncircular: false\n"
+                     "prompt:\n  max_new_tokens: 2\n")
+    return tsv, suite
+
+
+def evaluate_two_rows(home: Path, checkpoint: Path) -> Measured:
+    tsv, suite = write_two_row_eval(home)
+    return run_measured(kit("eval", str(checkpoint), "--suite", str(suite), "--tsv", str(tsv), "--backend", "builtin"),
+                        cli_env(home), home / f"eval-{checkpoint.name}.log", 1200)
+
+
+def publish_preview(home: Path, checkpoint: Path) -> tuple[Measured, Path]:
+    """`publish --dry-run` of `checkpoint` into home/publish-<name>/ (the folder the Hub would get)."""
+    preview = home / f"publish-{checkpoint.name}"
+    return run_measured(kit("publish", str(checkpoint), "--repo-id", "me/real-size", "--dry-run", str(preview)),
+                        cli_env(home), home / f"publish-{checkpoint.name}.log", 1200), preview
 
 
 def folder_bytes(folder: Path) -> int:
@@ -124,9 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", nargs="+", default=["stage1", "stage1_5", "stage2"])
     parser.add_argument("--profiles", nargs="+", default=["seed"])
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--layers", type=int, help="transformer layers of both models (default: the real counts)")
     args = parser.parse_args(argv)
     home = args.work / "home"
-    stand_ins = write_stand_ins(args.work / "stand-ins")
+    stand_ins = write_stand_ins(args.work / "stand-ins", layers=args.layers)
     with stand_in_hub(stand_ins, args.work / "hub") as hub:
         fetched = prepare_models(home, hub.url)
     print(f"prepare models: {fetched.seconds:.0f} s, peak RSS {_gb(fetched.peak_rss)}", flush=True)
@@ -137,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         for stage in args.stages:
             write_stage_data(home, stage)
             done = train(home, stage, profile, steps=args.steps, log_name=f"train-{stage}-{profile}",
-                         extra=[f"name={stage}"])
+                         extra=[f"name={stage}", *depth_overrides(args.layers)])
             sizes = checkpoint_sizes(home, stage) if done.returncode == 0 else {}
             print(json.dumps({"stage": stage, "profile": profile, "rc": done.returncode,
                               "seconds": round(done.seconds, 1), "peak_rss_gib": round(done.peak_rss / 2**30, 2),

@@ -204,3 +204,20 @@ def test_an_older_kit_folder_is_adopted_by_a_file_only_the_kit_writes(tmp_path):
     assert owned_kind(user) is None
     with pytest.raises(OutputRefused):
         claim_folder(user, "smoke")
+
+
+def test_the_instruct_llm_copy_and_rebuild_take_only_the_kits_model_folder(tmp_path):
+    """`python -m llava.synthetic.instruct_llm OUT` and the worlds' copy replace a kit model folder only."""
+    from llava.synthetic.instruct_llm import build_instruct_llm, copy_instruct_llm
+
+    llm = copy_instruct_llm(tmp_path / "llm")
+    assert owned_kind(llm) == "model" and (llm / "model.safetensors").is_file()
+    assert not (llm / "provenance.json").exists()
+    assert copy_instruct_llm(llm) == llm  # its own folder: replaced
+    thesis = _user_folder(tmp_path / "thesis")
+    before = _hashes(thesis)
+    for action in (copy_instruct_llm, lambda folder: build_instruct_llm(folder, max_steps=1)):
+        with pytest.raises(OutputRefused, match="not written by llava-kit"):
+            action(thesis)
+    assert _hashes(thesis) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["llm", "thesis"]  # no staging folder left behind

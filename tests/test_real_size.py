@@ -13,12 +13,10 @@ import json
 
 import pytest
 import torch
-from PIL import Image
 from safetensors import safe_open
 
 from llava.fault_injection import KILL_AT_STEP
-from real_size_world import cli_env, kit, prepare_models, stand_in_hub, train, write_stage_data
-from llava.bench.measure import run_measured
+from real_size_world import evaluate_two_rows, prepare_models, publish_preview, stand_in_hub, train, write_stage_data
 
 pytestmark = [pytest.mark.realsize, pytest.mark.timeout(3600)]
 
@@ -57,19 +55,6 @@ def test_prepare_models_fetches_the_stand_ins_in_the_real_layout(real_home):
     assert (home / "models" / "qwen2.5-0.5b-instruct" / "model.safetensors").stat().st_size == 988_097_824
 
 
-def _eval_inputs(home):
-    from llava.evaluate.mmbench_tsv import write_mmbench_tsv
-
-    questions = [{"index": i, "question": "What colour is the shape?", "options": ["red", "green", "blue", "grey"],
-                  "answer": "A", "category": "colour", "l2_category": "attribute",
-                  "image": Image.new("RGB", (384, 384), (200 - 100 * i, 40, 40))} for i in range(2)]
-    tsv = write_mmbench_tsv(questions, home / "eval" / "two.tsv", circular=False)
-    suite = home / "eval" / "two.yaml"
-    suite.write_text("name: two_rows\ndataset: Real_Size_Two_Rows\nsplit: dev\ncircular: false\n"
-                     "prompt:\n  max_new_tokens: 2\n")
-    return tsv, suite
-
-
 def _tensor_names(path):
     with safe_open(path, "pt") as weights:
         return set(weights.keys())
@@ -91,13 +76,9 @@ def test_tie_survives_save_resume_publish_load(real_home):
     for stored in (trained, resumable):
         assert EMBED in _tensor_names(stored) and "lm_head.weight" not in _tensor_names(stored), stored
 
-    tsv, suite = _eval_inputs(home)
-    evaluated = run_measured(kit("eval", str(trained.parent), "--suite", str(suite), "--tsv", str(tsv),
-                                 "--backend", "builtin"), cli_env(home), home / "eval.log", 1200)
+    evaluated = evaluate_two_rows(home, trained.parent)
     assert evaluated.returncode == 0, evaluated.output[-3000:]
-    preview = home / "publish-preview"
-    published = run_measured(kit("publish", str(trained.parent), "--repo-id", "me/real-size", "--dry-run",
-                                 str(preview)), cli_env(home), home / "publish.log", 1200)
+    published, preview = publish_preview(home, trained.parent)
     assert published.returncode == 0, published.output[-3000:]
 
     [published_file] = sorted(preview.glob("*.safetensors"))

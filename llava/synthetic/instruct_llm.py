@@ -21,6 +21,8 @@ import shutil
 import time
 from pathlib import Path
 
+from llava.durable import replace_folder, staging_folder, staging_path
+from llava.owned import MARKER_NAME, require_replaceable
 from llava.packaged import RESOURCES
 from llava.synthetic.conversations import COLOUR_QUESTION, colour_answer, option_drill_record, text_only_record
 from llava.synthetic.shapes import COLOUR_OPTIONS, mmbench_prompt, shuffled_colours
@@ -34,10 +36,14 @@ PROBE_TARGET = 0.99
 
 
 def copy_instruct_llm(folder: Path) -> Path:
-    """Put the shipped model and its tokenizer where the world keeps its LLM."""
-    shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(SHIPPED, folder, ignore=shutil.ignore_patterns("provenance.json"))
-    return folder
+    """Put the shipped model and its tokenizer where the world keeps its LLM: a missing folder, an empty
+    one or the kit's own model folder (anything else is refused by llava.owned, nothing removed)."""
+    folder = Path(folder)
+    require_replaceable(folder, "model")
+    staged = staging_path(folder)
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(SHIPPED, staged, ignore=shutil.ignore_patterns("provenance.json", MARKER_NAME))
+    return replace_folder(staged, folder, kind="model")
 
 
 def _drill_conversation(rng: random.Random) -> list[dict]:
@@ -95,6 +101,8 @@ def build_instruct_llm(out: Path, *, seed: int = 0, batch: int = 16, lr: float =
     from llava.synthetic.tokenizer import build_tiny_tokenizer
     from llava.synthetic.conversations import tokenizer_corpus
 
+    final = require_replaceable(out, "model")  # built aside, then replaces `final` only if it is the kit's
+    out = staging_folder(final)
     tokenizer = build_tiny_tokenizer(tokenizer_corpus(random.Random(seed + 99), shuffled=True), out)
     write_tiny_llm(out, tokenizer, seed, overrides=INSTRUCT_TEXT)
     model = Qwen2ForCausalLM.from_pretrained(out)
@@ -123,6 +131,7 @@ def build_instruct_llm(out: Path, *, seed: int = 0, batch: int = 16, lr: float =
                   "steps": step, "seconds": round(time.time() - started, 1), "config": INSTRUCT_TEXT,
                   "letter_accuracy": history[-1]["letter_accuracy"], "history": history}
     (out / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    replace_folder(out, final, kind="model")
     return provenance
 
 

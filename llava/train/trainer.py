@@ -7,7 +7,7 @@ from transformers import Trainer
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 from llava.data.sampler import ModalityLengthSampler
-from llava.fault_injection import stall_in_step
+from llava.fault_injection import kill_in_step, stall_in_step
 from llava.model.tunable import optimizer_groups
 from llava.train.checkpointing import load_model_weights
 from llava.train.forward import ForwardOptions, forward_batch
@@ -117,6 +117,7 @@ class LlavaTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         stall_in_step(self.state.global_step + 1)
         loss, outputs = forward_batch(model, inputs, self.forward_options)
+        kill_in_step(self.state.global_step + 1)
         return (loss, outputs) if return_outputs else loss
 
 
