@@ -1,5 +1,5 @@
-"""The three stages at the real models' widths, in CI (the `realwidth` tier, run last and alone by .ci/run:
-stage 2's seed profile peaks at 19 GiB of host RAM on CPU): stand-ins of Qwen2.5-0.5B-Instruct and
+"""The three stages at the real models' widths (the `realwidth` tier: `python -m pytest -q -m realwidth`, about
+15 minutes alone on 2 cores; stage 2's seed profile peaks at 19 GiB of host RAM on CPU, so run it alone): stand-ins of Qwen2.5-0.5B-Instruct and
 SigLIP-so400m cut to 2 transformer layers and nothing else cut (the tied 151,936 x 896 embedding, the
 896 / 1152 widths, the real tokenizer, 384 px tiles), fetched by `prepare models` from the loopback Hub.
 
