@@ -56,7 +56,7 @@ pytestmark = [
 
 
 def _model_files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != "manifest.json"}
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name not in ("manifest.json", ".llava-kit-output")}
 
 
 def _records(world: Path, stage: str) -> list[dict]:
