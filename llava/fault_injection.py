@@ -32,16 +32,18 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def kill_at_step(step: int) -> None:
-    wanted = os.environ.get(KILL_AT_STEP)
+def _die_at(variable: str, step: int) -> None:
+    wanted = os.environ.get(variable)
     if wanted and int(wanted) == step:
         _die()
+
+
+def kill_at_step(step: int) -> None:
+    _die_at(KILL_AT_STEP, step)
 
 
 def kill_in_step(step: int) -> None:
-    wanted = os.environ.get(KILL_IN_STEP)
-    if wanted and int(wanted) == step:
-        _die()
+    _die_at(KILL_IN_STEP, step)
 
 
 def kill_in_save(step: int, phase: str) -> None:

@@ -8,11 +8,11 @@ runs on a bigger box (each stage of each profile, figures printed as a table):
     python tests/real_size_world.py WORK [--stages stage1 stage1_5 stage2] [--profiles seed fast] [--layers N]
 
 `--layers N` cuts both models to N transformer layers and keeps every width, the vocabulary and the tied
-embedding (the real-width rehearsal, tests/test_real_width_rehearsal.py, which CI runs with N=2).
+embedding (the real-width rehearsal, tests/test_real_width_rehearsal.py, runs it with N=2).
 
 Stages 1.5 and 2 train all 0.9B parameters in fp32 with Adam on the host (about 14 GB of weights,
 gradients and moments before activations), and stage 2's 6x6-grid image runs 37 SigLIP tiles: give
-those a machine with 32 GB of RAM and time (docs/performance.md has the figures measured so far).
+those a machine with 48 GB of RAM and time (docs/performance.md has the figures measured so far).
 """
 
 from __future__ import annotations

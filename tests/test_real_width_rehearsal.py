@@ -1,16 +1,16 @@
-"""The three stages at the real models' widths (the `realwidth` tier: `python -m pytest -q -m realwidth`, about
-15 minutes alone on 2 cores; stage 2's seed profile peaks at 19 GiB of host RAM on CPU, so run it alone): stand-ins of Qwen2.5-0.5B-Instruct and
-SigLIP-so400m cut to 2 transformer layers and nothing else cut (the tied 151,936 x 896 embedding, the
+"""The three stages at the real models' widths (the `realwidth` tier: `python -m pytest -q -m realwidth`,
+about 15 minutes alone on 2 cores; stage 2's seed profile peaks at 19 GiB of host RAM on CPU, so run it
+alone): stand-ins of Qwen2.5-0.5B-Instruct and SigLIP-so400m cut to 2 transformer layers and nothing else cut (the tied 151,936 x 896 embedding, the
 896 / 1152 widths, the real tokenizer, 384 px tiles), fetched by `prepare models` from the loopback Hub.
 
 stage1 -> stage1_5 -> stage2 run with the real recipes and the `seed` profile (ZeRO-3 + CPU offload,
 DeepSpeedCPUAdam) at batch 1 for 2 optimizer steps each; stage 2's second sample is 2304 x 2304, the
 6x6 grid (37 SigLIP tiles, then anyres_max_9 pools them). Stage 2 is killed with SIGKILL inside its second
 step and resumed, and must end bit-identical (CPU, fp32) to an uninterrupted run; the stage-2 model is
-published with --dry-run, loaded with from_pretrained (lm_head still the embedding, which stage 1.5 and 2
-trained) and evaluated on 2 rows. The `fast` profile runs stage 2 the same way.
+evaluated on 2 rows, published with --dry-run and loaded with from_pretrained (lm_head still the
+embedding, which stages 1.5 and 2 trained). The `fast` profile runs stage 2 the same way.
 
-Full depth (24 + 27 layers) is `python tests/real_size_world.py WORK` on a host with 32 GB of RAM;
+Full depth (24 + 27 layers) is `python tests/real_size_world.py WORK` on a host with 48 GB of RAM;
 docs/performance.md has both sets of figures. This module writes its own to build/real-width-figures.json.
 """
 
@@ -37,14 +37,14 @@ FIGURES = Path(__file__).resolve().parents[1] / "build" / "real-width-figures.js
 
 
 def _run(home: Path, stage: str, profile: str, name: str, figures: dict, **kwargs):
-    # one resumable checkpoint kept per run: five stage-2 runs would otherwise hold 10 of them on CI's disk
+    # one resumable checkpoint kept per run: five stage-2 runs would otherwise hold 10 of them on the disk
     done = train(home, stage, profile, extra=[f"name={name}", f"output={home / 'checkpoints' / name}",
                                               "checkpointing.keep_last=1", *depth_overrides(LAYERS)],
                  log_name=f"train-{name}-{kwargs.pop('tag', 'run')}", **kwargs)
     figures.setdefault(name, []).append({"stage": stage, "profile": profile, "rc": done.returncode,
                                          "seconds": round(done.seconds, 1), "peak_rss_bytes": done.peak_rss,
                                          "step_seconds": [round(s, 1) for s in done.step_seconds()]})
-    if done.returncode == 0:  # finished: measure, then keep only the trainer states the tests read (CI's disk)
+    if done.returncode == 0:  # finished: measure, then keep only the trainer states the tests read (disk)
         figures[name][-1].update(checkpoint_sizes(home, name))
         for state in (home / "runs" / name / "trainer").glob("checkpoint-*/*"):
             if state.name != "trainer_state.json":

@@ -9,12 +9,13 @@ would the originals, and the real-size rehearsal trains from them.
     python -m llava.bench.stand_ins OUT      # writes OUT/<name>/ for each repo (1.85 GB, ~20 s on 2 cores)
 
 `layers` cuts every stand-in to that many transformer layers and changes nothing else (widths, vocabulary,
-tied 151,936 x 896 embedding, tokenizer, image size): the real-width rehearsal that CI can afford.
+tied 151,936 x 896 embedding, tokenizer, image size): the real-width rehearsal a 24 GB host can run.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ def with_layers(spec: StandIn, layers: int | None) -> StandIn:
     """`spec` whose config.json says `layers` transformer layers (None: the real count)."""
     if layers is None:
         return spec
-    body = json.loads(json.dumps(spec.files["config.json"]))
+    body = copy.deepcopy(spec.files["config.json"])
     _model_part(spec, body)["num_hidden_layers"] = layers
     return StandIn(spec.name, spec.repo_id, spec.weights, {**spec.files, "config.json": body}, spec.tokenizer)
 

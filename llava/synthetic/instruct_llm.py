@@ -21,8 +21,8 @@ import shutil
 import time
 from pathlib import Path
 
-from llava.durable import replace_folder, staging_folder, staging_path
-from llava.owned import MARKER_NAME, require_replaceable
+from llava.durable import replace_folder, staging_folder
+from llava.owned import require_replaceable
 from llava.packaged import RESOURCES
 from llava.synthetic.conversations import COLOUR_QUESTION, colour_answer, option_drill_record, text_only_record
 from llava.synthetic.shapes import COLOUR_OPTIONS, mmbench_prompt, shuffled_colours
@@ -38,11 +38,9 @@ PROBE_TARGET = 0.99
 def copy_instruct_llm(folder: Path) -> Path:
     """Put the shipped model and its tokenizer where the world keeps its LLM: a missing folder, an empty
     one or the kit's own model folder (anything else is refused by llava.owned, nothing removed)."""
-    folder = Path(folder)
-    require_replaceable(folder, "model")
-    staged = staging_path(folder)
-    shutil.rmtree(staged, ignore_errors=True)
-    shutil.copytree(SHIPPED, staged, ignore=shutil.ignore_patterns("provenance.json", MARKER_NAME))
+    folder = require_replaceable(folder, "model")
+    staged = staging_folder(folder)
+    shutil.copytree(SHIPPED, staged, ignore=shutil.ignore_patterns("provenance.json"), dirs_exist_ok=True)
     return replace_folder(staged, folder, kind="model")
 
 
