@@ -7,7 +7,8 @@
 #   4. build the cpu variant of docker/Dockerfile FROM that base (pip's CA bundle as a build secret,
 #      a local CPU torch wheel served on loopback when there is one); with LLAVA_KIT_DOCKER_GPU=1 also the
 #      GPU image: the default (cuda) target users build, with only BASE_IMAGE overridden, its key lines
-#      (nvcc, torch's CUDA and arch list, the DeepSpeed op report), build time and size printed;
+#      (nvcc, torch's CUDA and arch list, the DeepSpeed op report), build time and size printed; with
+#      LLAVA_KIT_DOCKER_EVAL=1 also the eval image (docker/eval.Dockerfile) the same way;
 #   5. run one compose service with compose.yaml + compose.ci.yaml (default: smoke; pass a command to
 #      override it, e.g. `.ci/docker-engine.sh doctor --json`);
 #      or, with `--exec CMD ARGS...`, run CMD instead (it finds the engine through DOCKER_HOST and the
@@ -26,8 +27,9 @@
 # bootstrap, so teardown is an unmount instead of deleting ~100k files; 0 keeps them on disk),
 # LLAVA_KIT_DOCKER_CACHE (a host folder, e.g. /var/cache/llava-kit/docker: the engine's data root lives
 # there, on disk, and is kept between runs, so images, layers and the bootstrapped base are reused and a
-# warm build takes seconds; delete the folder for a cold build. The GPU image (~10 GB) needs it or
-# LLAVA_KIT_DOCKER_TMPFS=0), LLAVA_KIT_DOCKER_GPU (1: build the GPU image too).
+# warm build takes seconds; delete the folder for a cold build. The GPU and eval images (~7 GB each)
+# need it or LLAVA_KIT_DOCKER_TMPFS=0), LLAVA_KIT_DOCKER_GPU (1: build the GPU image too),
+# LLAVA_KIT_DOCKER_EVAL (1: build the eval image too).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,6 +39,7 @@ PIP_CA_BUNDLE="${PIP_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 BASE_IMAGE="llava-kit-ci/bookworm-minbase:latest"
 CPU_IMAGE="llava-kit:cpu-ci"
 GPU_IMAGE="llava-kit:cuda-ci"
+EVAL_IMAGE="llava-kit-eval:cuda-ci"
 CACHE="${LLAVA_KIT_DOCKER_CACHE:-}"
 START=$SECONDS
 EXEC=0
@@ -189,28 +192,36 @@ DOCKER_BUILDKIT=1 "$DOCKER" build --network=host --progress=plain \
 grep -oE "transformers [^ ]+ deepspeed [^ ]+$" "$WORK/build.log" | head -1 || true
 phase "built $CPU_IMAGE"
 
-if [ "${LLAVA_KIT_DOCKER_GPU:-0}" = 1 ]; then
-  # The image users build (`docker compose build`: docker/Dockerfile, default VARIANT=cuda); CI changes
-  # only where its Debian comes from.
-  phase "building $GPU_IMAGE (docker/Dockerfile, default target, FROM $BASE_IMAGE)"
-  gpu_start=$SECONDS
+# One image users build with `docker compose build`, from its Dockerfile's default target; CI changes only
+# where its Debian comes from. Prints the build log's key lines (KEYS, an extended regex), time and size.
+build_user_image() {
+  local tag="$1" dockerfile="$2" log="$3" keys="$4" start=$SECONDS size
+  phase "building $tag ($dockerfile, default target, FROM $BASE_IMAGE)"
   DOCKER_BUILDKIT=1 "$DOCKER" build --network=host --progress=plain \
-    -f "$ROOT/docker/Dockerfile" -t "$GPU_IMAGE" \
+    -f "$ROOT/$dockerfile" -t "$tag" \
     --build-arg BASE_IMAGE="$BASE_IMAGE" \
     --secret id=pip_ca,src="$PIP_CA_BUNDLE" \
-    "$ROOT" > "$WORK/build-gpu.log" 2>&1 \
-    || { tail -60 "$WORK/build-gpu.log" >&2; exit 1; }
-  grep -E "^#[0-9]+ [0-9.]+ (Cuda compilation tools|torch [0-9]|deepspeed op |liger-kernel ok|transformers [0-9]|cpu_adam: rebuilt)" \
-    "$WORK/build-gpu.log" | sed -E 's/^#[0-9]+ [0-9.]+ /  build: /' || true
-  size="$("$DOCKER" image inspect -f '{{.Size}}' "$GPU_IMAGE")"
-  phase "built $GPU_IMAGE in $((SECONDS - gpu_start)) s ($(grep -c ' CACHED$' "$WORK/build-gpu.log") steps cached); image size $((size / 1000000)) MB"
-  "$DOCKER" image prune -f > /dev/null  # the previous run's image, untagged by this one
+    "$ROOT" > "$log" 2>&1 \
+    || { tail -60 "$log" >&2; exit 1; }
+  grep -E "^#[0-9]+ [0-9.]+ ($keys)" "$log" | sed -E 's/^#[0-9]+ [0-9.]+ /  build: /' || true
+  size="$("$DOCKER" image inspect -f '{{.Size}}' "$tag")"
+  phase "built $tag in $((SECONDS - start)) s ($(grep -c ' CACHED$' "$log") steps cached); image size $((size / 1000000)) MB"
+}
+
+if [ "${LLAVA_KIT_DOCKER_GPU:-0}" = 1 ]; then
+  build_user_image "$GPU_IMAGE" docker/Dockerfile "$WORK/build-gpu.log" \
+    "Cuda compilation tools|torch [0-9]|deepspeed op |liger-kernel ok|transformers [0-9]|cpu_adam: rebuilt"
 fi
+if [ "${LLAVA_KIT_DOCKER_EVAL:-0}" = 1 ]; then
+  build_user_image "$EVAL_IMAGE" docker/eval.Dockerfile "$WORK/build-eval.log" "torch [0-9]"
+fi
+"$DOCKER" image prune -f > /dev/null  # a previous run's images, untagged by this one
 fi
 
 if [ "$EXEC" = 1 ]; then
   export DOCKER_HOST LLAVA_KIT_CPU_IMAGE="$CPU_IMAGE" LLAVA_KIT_DOCKER_TESTS=1 LLAVA_KIT_DOCKER_REUSE=1
   if [ "${LLAVA_KIT_DOCKER_GPU:-0}" = 1 ]; then export LLAVA_KIT_GPU_IMAGE="$GPU_IMAGE"; fi
+  if [ "${LLAVA_KIT_DOCKER_EVAL:-0}" = 1 ]; then export LLAVA_KIT_EVAL_IMAGE="$EVAL_IMAGE"; fi
   phase "exec $*"
   set +e
   "$@"

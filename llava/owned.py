@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Mapping
 
@@ -26,30 +27,54 @@ class OutputRefused(KitError):
     """A target path holds something the kit did not write, or overlaps the run's inputs."""
 
 
+def _marker_kind(folder: Path) -> str | None:
+    try:
+        body = json.loads((folder / MARKER_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(body, dict) and body.get("written_by") == "llava-kit" and isinstance(body.get("kind"), str)
+    return body["kind"] if ok else None
+
+
 def owned_kind(folder: str | os.PathLike) -> str | None:
     """The kind of kit output `folder` is (its marker, else a kit manifest's kind); None if not the kit's."""
     folder = Path(folder)
-    for name, check in ((MARKER_NAME, lambda body: body.get("written_by") == "llava-kit"),
-                        (_LEGACY_MANIFEST, lambda body: {"kind", "files", "versions"} <= body.keys())):
-        try:
-            body = json.loads((folder / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(body, dict) and check(body) and isinstance(body.get("kind"), str):
-            return body["kind"]
-    return None
+    kind = _marker_kind(folder)
+    if kind is not None:
+        return kind
+    try:
+        body = json.loads((folder / _LEGACY_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    legacy = isinstance(body, dict) and {"kind", "files", "versions"} <= body.keys() and isinstance(body["kind"], str)
+    return body["kind"] if legacy else None
 
 
 def mark_owned(folder: str | os.PathLike, kind: str) -> Path:
-    """Mark `folder` as a kit output of `kind` (plain write: callers publish the folder durably)."""
+    """Mark `folder` as a kit output of `kind`; callers publish the folder durably.
+
+    Several launchers and ranks (on several nodes, over a shared file system) claim one run folder at
+    once, and each reads the marker the others may be writing: so an existing marker of this kind is left
+    alone, and a new one appears whole by a rename, never as an empty or half-written file. (Written here
+    rather than with llava.durable's atomic writer, which builds on this module.)
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / MARKER_NAME).write_text(json.dumps({"written_by": "llava-kit", "kind": kind}) + "\n", encoding="utf-8")
+    if _marker_kind(folder) == kind:
+        return folder
+    part = folder / f".{MARKER_NAME}.{socket.gethostname()}-{os.getpid()}"
+    part.write_text(json.dumps({"written_by": "llava-kit", "kind": kind}) + "\n", encoding="utf-8")
+    os.replace(part, folder / MARKER_NAME)
     return folder
 
 
+def _contents(folder: Path) -> list[str]:
+    """The entries of `folder`, less a marker another process is writing into it right now."""
+    return sorted(entry.name for entry in folder.iterdir() if not entry.name.startswith(f".{MARKER_NAME}."))
+
+
 def _entries(folder: Path) -> str:
-    names = sorted(entry.name for entry in folder.iterdir())
+    names = _contents(folder)
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     return f"{len(names)} {'entry' if len(names) == 1 else 'entries'}: {shown}"
 
@@ -71,7 +96,7 @@ def require_replaceable(path: str | os.PathLike, kind: str, what: str = "output"
     if found is not None:
         raise OutputRefused(f"{what} {path} holds a llava-kit {found} output, not a {kind}; it is left as it is: "
                             f"{advice}")
-    if any(path.iterdir()):
+    if _contents(path):
         raise OutputRefused(f"{what} {path} already exists and was not written by llava-kit (no {MARKER_NAME}; "
                             f"{_entries(path)}); llava-kit replaces only folders it wrote: {advice}")
     return path

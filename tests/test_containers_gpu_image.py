@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 
 from llava.torch_builds import load_matrix
 
-IMAGE = os.environ.get("LLAVA_KIT_GPU_IMAGE")
+from container_run import docker_cli, image_under_test, run_in_image  # same tests folder
+
 MATRIX = load_matrix()
 VARIANT = MATRIX["variants"]["cuda"]
 BUILD = MATRIX["torch"]["2.13.0"]["builds"][VARIANT["build"]]
@@ -34,29 +34,12 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def image():
-    if IMAGE is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but no GPU image was built (LLAVA_KIT_GPU_IMAGE unset: .ci/run sets LLAVA_KIT_DOCKER_GPU=1)")
-        pytest.skip("no GPU image built (LLAVA_KIT_DOCKER_GPU=1 .ci/docker-engine.sh --exec ...)")
-    return IMAGE
-
-
-def docker() -> str:
-    return "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else shutil.which("docker")
-
-
-def in_image(image: str, *command: str, timeout: int = 600) -> str:
-    """Run a command in a fresh container of the image (no network, CPU only) and return its stdout."""
-    done = subprocess.run([docker(), "run", "--rm", "--network", "none", "--shm-size", "1g", "-e", "OMP_NUM_THREADS=2",
-                           "-e", "HF_HUB_OFFLINE=1", "--entrypoint", command[0], image, *command[1:]],
-                          capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{command}: exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
+def image() -> str:
+    return image_under_test("LLAVA_KIT_GPU_IMAGE", "LLAVA_KIT_DOCKER_GPU", "GPU image")
 
 
 def test_torch_is_the_cuda_13_build_with_every_arch_of_the_table(image):
-    facts = json.loads(in_image(image, "python", "-c", (
+    facts = json.loads(run_in_image(image, "python", "-c", (
         "import json, torch; from llava.torch_builds import compiled_archs; "
         "print(json.dumps({'torch': torch.__version__, 'cuda': torch.version.cuda, 'archs': compiled_archs()}))")))
     print(f"\nGPU image: torch {facts['torch']} cuda {facts['cuda']} archs {' '.join(facts['archs'])}")
@@ -65,9 +48,9 @@ def test_torch_is_the_cuda_13_build_with_every_arch_of_the_table(image):
 
 
 def test_deepspeed_ops_are_prebuilt_loadable_for_every_arch_and_portable(image):
-    report = in_image(image, "ds_report")
+    report = run_in_image(image, "ds_report")
     print("\n" + report)
-    ops = json.loads(in_image(image, "python", "-m", "llava.containers.deepspeed_ops", "--json"))
+    ops = json.loads(run_in_image(image, "python", "-m", "llava.containers.deepspeed_ops", "--json"))
     by_name = {op["op"]: op for op in ops}
     assert sorted(by_name) == sorted(VARIANT["deepspeed_ops"])
     assert all(op["prebuilt"] and op["problems"] == [] for op in ops), ops
@@ -77,17 +60,17 @@ def test_deepspeed_ops_are_prebuilt_loadable_for_every_arch_and_portable(image):
 
 
 def test_liger_triton_and_varlen_attention_import(image):
-    out = in_image(image, "python", "-c", (
+    out = run_in_image(image, "python", "-c", (
         "import liger_kernel.transformers, triton, llava.model.varlen_attention; "
         "from torch.nn.attention.varlen import varlen_attn; print('triton', triton.__version__)"))
     assert out.startswith("triton 3.")
 
 
 def test_doctor_in_the_gpu_image(image):
-    smoke = json.loads(in_image(image, "llava-kit", "doctor", "--stage", "smoke", "--json"))
+    smoke = json.loads(run_in_image(image, "llava-kit", "doctor", "--stage", "smoke", "--json"))
     print("\n" + json.dumps(smoke["findings"], indent=1))
     assert smoke["runtime"] == "container" and smoke["blocking"] is False
-    done = subprocess.run([docker(), "run", "--rm", "--network", "none", image, "doctor", "--stage", "stage1", "--json"],
+    done = subprocess.run([docker_cli(), "run", "--rm", "--network", "none", image, "doctor", "--stage", "stage1", "--json"],
                           capture_output=True, text=True, timeout=300)
     stage1 = json.loads(done.stdout)
     assert done.returncode == 1 and stage1["blocking"]  # no GPU here: the GPU step is blocked, with its fix
@@ -96,7 +79,7 @@ def test_doctor_in_the_gpu_image(image):
 
 
 def test_smoke_pipeline_in_the_gpu_image_reaches_the_cpu_images_bar(image):
-    out = in_image(image, "bash", "-c", "llava-kit smoke --out /tmp/smoke > /tmp/smoke.log 2>&1 "
+    out = run_in_image(image, "bash", "-c", "llava-kit smoke --out /tmp/smoke > /tmp/smoke.log 2>&1 "
                    "|| { tail -50 /tmp/smoke.log; exit 1; }; cat /tmp/smoke/report.json", timeout=1500)
     report = json.loads(out)
     print(f"\nsmoke in the GPU image: circular accuracy {report['colour_accuracy']:.3f} on {report['questions']} "
@@ -106,7 +89,7 @@ def test_smoke_pipeline_in_the_gpu_image_reaches_the_cpu_images_bar(image):
 
 
 def test_image_size_is_reported(image):
-    size = int(subprocess.run([docker(), "image", "inspect", "-f", "{{.Size}}", image], capture_output=True,
+    size = int(subprocess.run([docker_cli(), "image", "inspect", "-f", "{{.Size}}", image], capture_output=True,
                               text=True, check=True).stdout)
     print(f"\nGPU image {image}: {size / 1e9:.2f} GB")
     assert size < 20e9

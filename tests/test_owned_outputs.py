@@ -221,3 +221,32 @@ def test_the_instruct_llm_copy_and_rebuild_take_only_the_kits_model_folder(tmp_p
             action(thesis)
     assert _hashes(thesis) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["llm", "thesis"]  # no staging folder left behind
+
+
+def _claim_many(folder: str, rounds: int, refusals) -> None:
+    """One launcher's view, repeated: claim the run folder as the other node claims it too."""
+    for _ in range(rounds):
+        try:
+            claim_folder(folder, "run", what="run folder")
+        except OutputRefused:
+            refusals.value += 1
+
+
+def test_two_nodes_claiming_one_run_folder_at_once_both_take_it(tmp_path):
+    """Two launchers (two nodes over a shared file system) claim the same runs/<name> concurrently: a
+    reader must never see a half-written marker and refuse the kit's own folder (a rerun after a killed
+    node once failed so), and no in-flight marker file may make a new folder look foreign."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for attempt in range(4):
+        folder = tmp_path / f"run-{attempt}"
+        refusals = context.Value("i", 0)
+        workers = [context.Process(target=_claim_many, args=(str(folder), 400, refusals)) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(120)
+        assert [worker.exitcode for worker in workers] == [0, 0]
+        assert refusals.value == 0, f"attempt {attempt}: {refusals.value} refusals of the kit's own folder"
+        assert owned_kind(folder) == "run" and sorted(p.name for p in folder.iterdir()) == [MARKER_NAME]
