@@ -41,8 +41,10 @@ def overrides(backend: str) -> list[str]:
 
 
 def start_nodes(world: Path, name: str, backend: str, logs: Path, node_env: dict[int, dict] | None = None,
-                homes: dict[int, Path] | None = None, extra: tuple[str, ...] = ()) -> list[subprocess.Popen]:
-    """Both nodes' launchers, each `llava-kit train --nproc 1 --nnodes 2 --node-rank R`, output to files."""
+                homes: dict[int, Path] | None = None, extra: tuple[str, ...] = (),
+                attempt: str = "") -> list[subprocess.Popen]:
+    """Both nodes' launchers, each `llava-kit train --nproc 1 --nnodes 2 --node-rank R`, output to files
+    (`attempt` names a rerun's logs, so they do not overwrite the first launch's)."""
     port = str(free_port())
     nodes = []
     for rank in (0, 1):
@@ -50,7 +52,7 @@ def start_nodes(world: Path, name: str, backend: str, logs: Path, node_env: dict
         args = [*train_args("stage2", name, [*overrides(backend), *extra]), "--nproc=1", "--nnodes=2", f"--node-rank={rank}",
                 "--master-addr=127.0.0.1", f"--master-port={port}"]
         env = train_env(home, 1, LLAVA_KIT_STOP_GRACE_S=str(GRACE_S), **(node_env or {}).get(rank, {}))
-        log = logs / f"{name}-node{rank}.log"
+        log = logs / f"{name}{attempt}-node{rank}.log"
         with open(log, "w") as sink:
             node = subprocess.Popen(args, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
         node.output_path = log
@@ -75,7 +77,8 @@ def train_two_nodes(world: Path, name: str, backend: str, logs: Path, **kwargs) 
     nodes = start_nodes(world, name, backend, logs, **kwargs)
     codes = finish(nodes)
     both = "\n".join(output_of(node) for node in nodes)
-    assert codes == [0, 0], both[-4000:]
+    assert codes == [0, 0], "\n".join(f"node {rank}, exit {code}:\n{output_of(node)[-2000:]}"
+                                      for rank, (node, code) in enumerate(zip(nodes, codes)))
     return both
 
 
@@ -133,7 +136,7 @@ def test_kill_of_one_node_then_rerun_of_both_is_bit_identical(backend, tiny_worl
     codes = finish(nodes)
     assert codes[0] != 0 and codes[1] != 0, [output_of(n)[-2000:] for n in nodes]
     assert not (tiny_world / "checkpoints" / run).exists()
-    train_two_nodes(tiny_world, run, name, logs)
+    train_two_nodes(tiny_world, run, name, logs, attempt="-rerun")
     assert [e["step"] for e in events(tiny_world, run) if e["event"] == "resume"] == [KILL_AT // EVERY * EVERY]
     assert_bit_identical(tiny_world / "checkpoints" / double, tiny_world / "checkpoints" / run)
 
