@@ -27,13 +27,18 @@ class OutputRefused(KitError):
     """A target path holds something the kit did not write, or overlaps the run's inputs."""
 
 
-def _marker_kind(folder: Path) -> str | None:
+def _kind_document(path: Path) -> dict | None:
+    """The JSON object at `path` when it names a string `kind`; None when absent, unreadable or otherwise."""
     try:
-        body = json.loads((folder / MARKER_NAME).read_text(encoding="utf-8"))
+        body = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    ok = isinstance(body, dict) and body.get("written_by") == "llava-kit" and isinstance(body.get("kind"), str)
-    return body["kind"] if ok else None
+    return body if isinstance(body, dict) and isinstance(body.get("kind"), str) else None
+
+
+def _marker_kind(folder: Path) -> str | None:
+    body = _kind_document(folder / MARKER_NAME)
+    return body["kind"] if body is not None and body.get("written_by") == "llava-kit" else None
 
 
 def owned_kind(folder: str | os.PathLike) -> str | None:
@@ -42,12 +47,8 @@ def owned_kind(folder: str | os.PathLike) -> str | None:
     kind = _marker_kind(folder)
     if kind is not None:
         return kind
-    try:
-        body = json.loads((folder / _LEGACY_MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    legacy = isinstance(body, dict) and {"kind", "files", "versions"} <= body.keys() and isinstance(body["kind"], str)
-    return body["kind"] if legacy else None
+    body = _kind_document(folder / _LEGACY_MANIFEST)
+    return body["kind"] if body is not None and {"files", "versions"} <= body.keys() else None
 
 
 def mark_owned(folder: str | os.PathLike, kind: str) -> Path:

@@ -33,6 +33,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from llava.owned import MARKER_NAME
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = Path(sys.executable).parent / "docker-compose"
 PROJECT = "llava-kit-rehearsal"
@@ -56,7 +58,7 @@ pytestmark = [
 
 
 def _model_files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name not in ("manifest.json", ".llava-kit-output")}
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name not in ("manifest.json", MARKER_NAME)}
 
 
 def _records(world: Path, stage: str) -> list[dict]:
